@@ -1,0 +1,58 @@
+"""The library's named exceptions.
+
+Every message says what was expected and what was found, so that a user can fix the input
+without reading the source. Shape and value problems with tensors passed to public functions
+raise :class:`ValueError` (or a subclass of it) with the shapes in the message.
+"""
+
+from __future__ import annotations
+
+
+class MorphfaceError(Exception):
+    """Base class of all morphface errors."""
+
+
+class ModelFormatError(MorphfaceError, ValueError):
+    """A model file is missing, truncated, of an unknown format or has a wrong key/shape/dtype."""
+
+
+class BackendUnavailableError(MorphfaceError, RuntimeError):
+    """An optional backend (nvdiffrast, pytorch3d, dlib, ...) was asked for but cannot run here."""
+
+
+class NoFaceError(MorphfaceError, RuntimeError):
+    """No face was found in an image."""
+
+
+class ImageReadError(MorphfaceError, OSError):
+    """An image or video file could not be read (missing, truncated, not an image)."""
+
+
+class AudioReadError(MorphfaceError, OSError):
+    """An audio track could not be read (missing file, no audio stream, undecodable data)."""
+
+
+class FitError(MorphfaceError, RuntimeError):
+    """A fit failed (diverged, produced non-finite values, or had too few correspondences)."""
+
+
+class WeightsNotFoundError(MorphfaceError, FileNotFoundError):
+    """Pretrained weights are needed but not present locally (morphface never downloads silently)."""
+
+
+class CheckpointError(MorphfaceError, RuntimeError):
+    """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
+
+
+class TrainingDivergedError(MorphfaceError, RuntimeError):
+    """A training loss became NaN or infinite."""
+
+
+def check_finite(name: str, tensor) -> None:
+    """Raise ``ValueError`` if ``tensor`` holds a NaN or an infinity."""
+    import torch
+
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} must be finite; found {bad} NaN/inf value(s) in a tensor of shape "
+                         f"{tuple(tensor.shape)}")
