@@ -396,13 +396,14 @@ class MorphableModel(nn.Module):
             return t if t is not None and t.numel() else None
 
         set_names = json.loads(meta.get("vertex_sets", "[]"))
+        has_albedo = opt("albedo_mean") is not None
         return cls(
             mean=tensors["mean"], triangles=tensors["triangles"],
             id_basis=tensors["id_basis"], id_std=tensors["id_std"],
             exp_basis=tensors["exp_basis"], exp_std=tensors["exp_std"],
             exp_kind=meta.get("exp_kind", "pca"), exp_names=json.loads(meta.get("exp_names", "[]")) or None,
-            albedo_mean=opt("albedo_mean"), albedo_basis=opt("albedo_basis") if opt("albedo_mean") is not None else None,
-            albedo_std=opt("albedo_std") if opt("albedo_mean") is not None else None,
+            albedo_mean=opt("albedo_mean"), albedo_basis=opt("albedo_basis") if has_albedo else None,
+            albedo_std=opt("albedo_std") if has_albedo else None,
             uv=opt("uv"), uv_faces=opt("uv_faces"), landmarks=opt("landmarks"),
             vertex_sets={n: tensors[f"vset_{n}"] for n in set_names}, name=meta.get("name", ""),
         )
