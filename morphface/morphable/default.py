@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-import numpy as np
-
-from ..errors import ModelFormatError
+from .loaders import load_ict_npz
 from .model import MorphableModel
 
 __all__ = ["load_default_model", "default_model_path"]
@@ -34,30 +32,9 @@ def load_default_model(region: str = "full") -> MorphableModel:
         region: ``"full"`` (9,409 vertices with ears and neck) or ``"narrow"`` (6,706 vertices,
             forehead to chin; the region fitting and NCC renders use).
     """
-    path = default_model_path()
-    try:
-        with path.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ModelFormatError(f"embedded model {path} is missing or unreadable ({e}); reinstall morphface") from e
-    n_narrow = int(d["narrow_n_vertices"])
-    model = MorphableModel(
-        mean=d["mean"], triangles=d["triangles"],
-        id_basis=d["id_basis"], id_std=d["id_std"],
-        exp_basis=d["exp_basis"], exp_kind="blendshape", exp_names=[str(n) for n in d["exp_names"]],
-        uv=d["uv"], landmarks=d["landmarks_68"],
-        vertex_sets={
-            "narrow_face": np.arange(n_narrow),
-            "fitting": d["fitting_vertices"],
-            "jaw_right_sub": d["landmarks_68_jaw_right_sub"],
-            "jaw_left_sub": d["landmarks_68_jaw_left_sub"],
-            "jawline_right_ext": d["jawline_right_ext"],
-            "jawline_left_ext": d["jawline_left_ext"],
-        },
-        name="ICT-FaceKit Light (MIT, USC ICT)",
-    )
-    if region == "full":
-        return model
-    if region == "narrow":
-        return model.subset("narrow_face")
-    raise ValueError(f"region must be 'full' or 'narrow'; got {region!r}")
+    if region not in ("full", "narrow"):
+        raise ValueError(f"region must be 'full' or 'narrow'; got {region!r}")
+    with resources.as_file(default_model_path()) as path:
+        model = load_ict_npz(path)
+    model.name = "ICT-FaceKit Light (MIT, USC ICT)"
+    return model if region == "full" else model.subset("narrow_face")

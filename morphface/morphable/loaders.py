@@ -43,8 +43,10 @@ triangles).
 **BFM 2017/2019** (statismo ``.h5``, needs ``h5py``): points/cells coordinate-major; variances ->
 std = sqrt; the expression model's mean is added to the mean shape; colour is divided by 255 when
 its mean exceeds [0, 1]; legacy statismo 0.8 bases (stored as U * sqrt(variance)) are
-re-normalised column by column, as scalismo-faces does; a missing version means 0.8 (idem). No
-68-point landmark list exists for these topologies, so ``landmarks`` is empty.
+re-normalised column by column, as scalismo-faces does; a missing version means 0.8 (idem). The
+unit is checked from the face width like LSFM's (2017/2019 are in mm; a statismo export of BFM 2009
+may be in micrometres). No 68-point landmark list exists for these topologies, so ``landmarks`` is
+empty.
 
 **LSFM** (``.mat``): ``components`` orthonormal, ``eigenvalues`` are variances, ``trilist``
 0-based. The unit is not documented and is detected from the face width (~150 -> mm,
@@ -555,9 +557,10 @@ def _h5_triangles(f, group: str, n: int, path: Path) -> np.ndarray:
 def load_bfm_h5(path: PathLike) -> MorphableModel:
     """Load a BFM 2017/2019 (or the BFM 2009 statismo) ``.h5`` model file (needs ``h5py``).
 
-    ``shape = mean_s + mean_e + B_s (alpha * sqrt(var_s)) + B_e (beta * sqrt(var_e))`` in mm; colour
-    as stored, or /255 when the mean colour exceeds 1. The winding of the cells is checked on the
-    mean shape (no source confirms it).
+    ``shape = mean_s + mean_e + B_s (alpha * sqrt(var_s)) + B_e (beta * sqrt(var_e))``; colour as
+    stored, or /255 when the mean colour exceeds 1. Geometry is expected in mm; the unit is
+    checked from the face width (~150) like LSFM's, so a micrometre file is converted too. The
+    winding of the cells is checked on the mean shape (no source confirms it).
 
     Raises:
         BackendUnavailableError: h5py is not installed.
@@ -599,15 +602,19 @@ def load_bfm_h5(path: PathLike) -> MorphableModel:
     except OSError as e:  # truncated datasets fail on read, not on open
         raise _fail(path, f"HDF5 read error ({e}); the file may be truncated") from e
     mean = _per_vertex(mean, n)
+    # BFM 2017/2019 are in mm, but the statismo export of BFM 2009 may keep its micrometres
+    scale, unit = _detect_unit_scale(mean, path)
+    mean = mean * scale
     tri, _ = _orient_outward(mean, tri)
     return MorphableModel(
         mean=mean.astype(np.float32), triangles=tri,
-        id_basis=_basis_columns(basis_s, n), id_std=std_s,
-        exp_basis=None if exp is None else exp[0], exp_std=None if exp is None else exp[1], exp_kind="pca",
+        id_basis=_basis_columns(basis_s, n), id_std=std_s * scale,
+        exp_basis=None if exp is None else exp[0], exp_std=None if exp is None else exp[1] * scale,
+        exp_kind="pca",
         albedo_mean=None if albedo is None else albedo[0],
         albedo_basis=None if albedo is None else albedo[1],
         albedo_std=None if albedo is None else albedo[2],
-        name=f"Basel Face Model ({path.name})",
+        name=f"Basel Face Model ({path.name})" + ("" if unit == "mm" else f" (file unit: {unit})"),
     )
 
 
