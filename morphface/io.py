@@ -533,3 +533,32 @@ def write_video(path: str | Path, frames: Tensor | np.ndarray, fps: float, crf: 
     with VideoWriter(path, fps, crf=crf, audio_path=audio_path) as writer:
         writer.write(frames)
     return Path(path)
+
+
+def write_mesh(path: str | Path, verts: Tensor | np.ndarray, faces: Tensor | np.ndarray,
+               uv: Tensor | np.ndarray | None = None) -> Path:
+    """Write a triangle mesh (``.obj``, ``.ply`` or ``.glb``, by extension) through trimesh.
+
+    Args:
+        verts: ``(V, 3)`` positions (mm in morphface's frames).
+        faces: ``(F, 3)`` 0-based vertex ids, counter-clockwise seen from outside.
+        uv: optional ``(V, 2)`` per-vertex texture coordinates (u right, v up), written as ``vt``.
+    """
+    import trimesh
+
+    def arr(x):
+        return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    visual = trimesh.visual.TextureVisuals(uv=arr(uv)) if uv is not None else None
+    mesh = trimesh.Trimesh(vertices=arr(verts), faces=arr(faces), visual=visual, process=False)
+    if path.suffix.lower() == ".obj":
+        # vt lines only: no material file or texture image next to every mesh
+        text = trimesh.exchange.obj.export_obj(mesh, include_normals=False, write_texture=False,
+                                               header="morphface")
+        lines = [ln for ln in text.splitlines() if not ln.startswith(("mtllib", "usemtl"))]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        mesh.export(path)
+    return path

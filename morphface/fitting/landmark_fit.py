@@ -81,8 +81,14 @@ class _Problem:
     """The landmark rows of the model, weights and priors, shared by the solver steps."""
 
     def __init__(self, model: MorphableModel, vertex_ids: Tensor, n_id: int, n_exp: int,
-                 landmark_sigma: float, exp_reg: float, dtype, device) -> None:
-        self.mean = model.mean[vertex_ids].to(dtype)  # (L, 3)
+                 landmark_sigma: float, exp_reg: float, dtype, device, fixed_id: Tensor | None = None) -> None:
+        self.mean = model.mean[vertex_ids].to(dtype)[None]  # (1, L, 3)
+        if fixed_id is not None:
+            # A known identity becomes part of the mean; only expressions are then solved for.
+            k = fixed_id.shape[1]
+            id_fixed = (model.id_basis[:k, vertex_ids] * model.id_std[:k, None, None]).to(dtype)
+            self.mean = self.mean + torch.einsum("bk,klc->blc", fixed_id.to(dtype), id_fixed)
+            n_id = 0
         id_b = (model.id_basis[:n_id, vertex_ids] * model.id_std[:n_id, None, None]).to(dtype)
         exp_b = (model.exp_basis[:n_exp, vertex_ids] * model.exp_std[:n_exp, None, None]).to(dtype)
         self.basis = torch.cat([id_b, exp_b], dim=0)  # (K, L, 3)
@@ -131,7 +137,7 @@ def _weak_shape_system(P: _Problem, s: Tensor, R: Tensor, b: Tensor, x: Tensor) 
     flip = x.new_tensor([1.0, -1.0])
     RB = torch.einsum("bij,klj->bkli", R[:, :2], P.basis)  # (B, K, L, 2)
     M = (RB * flip).permute(0, 2, 3, 1).reshape(x.shape[0], -1, RB.shape[1])  # (B, 2L, K)
-    Rm = torch.einsum("bij,lj->bli", R[:, :2], P.mean) * flip
+    Rm = torch.einsum("bij,blj->bli", R[:, :2], P.mean.expand(x.shape[0], -1, -1)) * flip
     r = ((x - b[:, None]) / s[:, None, None] - Rm).reshape(x.shape[0], -1)
     return M, r
 
@@ -168,7 +174,7 @@ def _camera_terms(kind: str, S: Tensor, R: Tensor, cam: Tensor, f: Tensor | None
 
 
 def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor, R: Tensor, cam: Tensor,
-                         f: Tensor | None, pp: Tensor | None, steps: int, shape: bool = True):
+                         f: Tensor | None, pp: Tensor | None, steps: int, shape: bool = True, shared: int = 0):
     """Levenberg-Marquardt on rotation, camera and (optionally) shape coefficients, batched.
 
     Residuals are in millimetres at the face (see :func:`_camera_terms`), the units of the prior,
@@ -176,22 +182,33 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
     left-multiplied, ``R <- exp(omega) R`` (pivoting on the model origin); blendshape weights are
     kept in ``[0, 1]`` by projected steps with the active bounds frozen. Each image keeps its own
     damping and only accepts steps that lower its cost.
+
+    With ``shared = n`` the first ``n`` shape coefficients (the identity) are one vector shared by
+    the whole batch (the frames of one person), with its prior counted once. The normal equations
+    then have an arrow structure, solved by the Schur complement of the per-image blocks; steps
+    are accepted or rejected for the batch as a whole.
     """
     B, L, _ = x.shape
     w2 = w.repeat_interleave(2, dim=1)
     K = c.shape[1] if shape else 0
     reg = P.reg[:K]
-    prior = torch.cat([torch.zeros(6, dtype=x.dtype, device=x.device), reg])
+    zeros6 = torch.zeros(6, dtype=x.dtype, device=x.device)
+    # prior in the per-image blocks; a shared identity's prior is added once, below
+    local_reg = reg.clone()
+    local_reg[:shared] = 0
+    prior = torch.cat([zeros6, local_reg])
 
     def evaluate(c, R, cam):
         proj, mm_per_px, dX, dcam, RS = _camera_terms(kind, P.shape(c), R, cam, f, pp)
         res = ((proj - x) * mm_per_px[..., None]).reshape(B, -1)
-        cost = (res ** 2 * w2).sum(1) + (reg * c[:, :K] ** 2).sum(1)
+        cost = (res ** 2 * w2).sum(1) + (local_reg * c[:, :K] ** 2).sum(1)
+        if shared:  # the batch is one problem: every image carries the total cost
+            cost = (cost.sum() + (reg[:shared] * c[0, :shared] ** 2).sum()).expand(B)
         return res, cost, (dX, dcam, RS)
 
     res, cost, terms = evaluate(c, R, cam)
     mu = torch.full((B, 1), 1e-3, dtype=x.dtype, device=x.device)
-    history = [float(cost.mean())]
+    history = [float(cost.mean()) / (B if shared else 1)]
     for _ in range(steps):
         dX, dcam, RS = terms
         X, Y, Z = RS.unbind(-1)
@@ -206,7 +223,7 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
         H = JtW @ J + torch.diag_embed(prior.expand(B, -1))
         g = (JtW @ res[..., None])[..., 0]
         if shape:
-            g = g + torch.cat([torch.zeros_like(g[:, :6]), reg * c[:, :K]], dim=1)
+            g = g + torch.cat([torch.zeros_like(g[:, :6]), local_reg * c[:, :K]], dim=1)
         if shape and P.blendshape and P.n_exp:
             # Projected Newton: weights at a bound whose gradient pushes outward stay fixed this step.
             active = torch.zeros_like(g, dtype=torch.bool)
@@ -215,8 +232,24 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
             free = (~active).to(x.dtype)
             H = H * free[:, :, None] * free[:, None, :] + torch.diag_embed(active.to(x.dtype))
             g = g * free
-        diag = H.diagonal(dim1=1, dim2=2)
-        delta = -torch.linalg.solve(H + torch.diag_embed(mu * diag + 1e-9), g)
+        damp = torch.diag_embed(mu * H.diagonal(dim1=1, dim2=2) + 1e-9)
+        if shared:
+            sl = torch.cat([torch.arange(6), torch.arange(6 + shared, 6 + K)]).to(x.device)
+            ss = torch.arange(6, 6 + shared, device=x.device)
+            Hd = H + damp
+            Hll, Hls = Hd[:, sl][:, :, sl], Hd[:, sl][:, :, ss]
+            Hss = Hd[:, ss][:, :, ss].sum(0) + torch.diag(reg[:shared] * (1 + mu[0]))
+            gl, gs = g[:, sl], g[:, ss].sum(0) + reg[:shared] * c[0, :shared]
+            Hll_inv_Hls = torch.linalg.solve(Hll, torch.cat([Hls, gl[..., None]], dim=2))
+            S = Hss - (Hls.transpose(1, 2) @ Hll_inv_Hls[..., :shared]).sum(0)
+            rhs = gs - (Hls.transpose(1, 2) @ Hll_inv_Hls[..., shared:]).sum(0)[:, 0]
+            ds = -torch.linalg.solve(S, rhs)
+            dl = -(Hll_inv_Hls[..., shared] + (Hll_inv_Hls[..., :shared] @ ds[:, None])[..., 0])
+            delta = torch.zeros_like(g)
+            delta[:, sl] = dl
+            delta[:, ss] = ds
+        else:
+            delta = -torch.linalg.solve(H + damp, g)
         R_new = axis_angle_to_matrix(delta[:, :3]) @ R
         cam_new = cam + delta[:, 3:6]
         c_new = c
@@ -234,7 +267,7 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
         cost = torch.where(ok, cost_new, cost)
         terms = tuple(torch.where(ok.reshape(-1, *[1] * (a.dim() - 1)), a, b) for a, b in zip(terms_new, terms))
         mu = torch.where(okc, mu / 3, mu * 4).clamp(1e-7, 1e7)
-        history.append(float(cost.mean()))
+        history.append(float(cost.mean()) / (B if shared else 1))
     proj = _camera_terms(kind, P.shape(c), R, cam, f, pp)[0]
     return c, R, cam, proj, history
 
@@ -254,6 +287,8 @@ def fit_landmarks(
     iterations: int = 3,
     pose_steps: int = 3,
     gn_steps: int = 10,
+    id_coeffs: Tensor | None = None,
+    shared_identity: bool = False,
 ) -> FitResult:
     """Fit identity, expression and camera to 2D landmarks in closed form.
 
@@ -273,6 +308,11 @@ def fit_landmarks(
         pose_steps: Levenberg-Marquardt steps on the pose alone after the weak-perspective stage
             (perspective only).
         gn_steps: joint Levenberg-Marquardt steps on pose, camera and shape.
+        id_coeffs: ``(B|1, K)`` a known identity to keep fixed (e.g. one shared by a video's
+            frames); then only expression and pose are fitted.
+        shared_identity: the batch shows one person (e.g. a video's frames): fit one identity for
+            all images jointly with per-image expression and pose. The prior then counts once,
+            and views from several poses pin the identity down far better than any single one.
 
     Returns:
         A :class:`FitResult` whose ``landmarks`` are the fitted model landmarks in pixels and whose
@@ -300,7 +340,14 @@ def fit_landmarks(
     ids = ids.clamp(min=0)
     n_id = model.n_id if n_id is None else min(n_id, model.n_id)
     n_exp = model.n_exp if n_exp is None else min(n_exp, model.n_exp)
-    P = _Problem(model, ids, n_id, n_exp, landmark_sigma, exp_reg, dtype, x.device)
+    fixed = None
+    if id_coeffs is not None:
+        fixed = model._coeffs(id_coeffs, model.id_basis, "identity").to(dtype=dtype, device=x.device)
+        if fixed.shape[0] not in (1, B):
+            raise ValueError(f"id_coeffs batch must be 1 or {B}; got {tuple(fixed.shape)}")
+        fixed = fixed.expand(B, -1)
+    P = _Problem(model, ids, n_id, n_exp, landmark_sigma, exp_reg, dtype, x.device, fixed_id=fixed)
+    n_id = P.n_id
     c = torch.zeros(B, n_id + n_exp, dtype=dtype, device=x.device)
     w2 = w.repeat_interleave(2, dim=1)
 
@@ -324,7 +371,11 @@ def fit_landmarks(
         cam = torch.stack([(b[:, 0] - pp[:, 0]) / s, -(b[:, 1] - pp[:, 1]) / s, -f / s], dim=-1)
         # the pose alone first: the weak-perspective shape is good, its pose is biased by perspective
         c, R, cam, proj, _ = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, pose_steps, shape=False)
-    c, R, cam, proj, hist = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, gn_steps)
+    shared = 0
+    if shared_identity and fixed is None:
+        shared = n_id
+        c[:, :n_id] = c[:, :n_id].mean(0, keepdim=True)
+    c, R, cam, proj, hist = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, gn_steps, shared=shared)
     history += hist
     if camera == "weak_perspective":
         trans, foc = cam[:, :2], cam[:, 2].exp()
@@ -333,8 +384,9 @@ def fit_landmarks(
 
     err = ((proj - x) ** 2).sum(-1)
     rmse = torch.sqrt((err * w).sum(1) / w.sum(1))
+    id_out = c[:, :n_id] if fixed is None else fixed
     result = FitResult(
-        id_coeffs=c[:, :n_id].to(out_dtype), exp_coeffs=c[:, n_id:].to(out_dtype),
+        id_coeffs=id_out.to(out_dtype), exp_coeffs=c[:, n_id:].to(out_dtype),
         angles=matrix_to_euler(R).to(out_dtype), translation=trans.to(out_dtype), focal=foc.to(out_dtype),
         principal_point=None if pp is None else pp.to(out_dtype), image_size=(H, W), camera_kind=camera,
         landmarks=proj.to(out_dtype), target_landmarks=x.to(out_dtype), residuals=rmse.to(out_dtype),

@@ -98,6 +98,45 @@ class FitResult:
         """Model-frame vertices ``(B, V, 3)`` mm."""
         return model(self.id_coeffs, self.exp_coeffs)
 
+    def render_overlay(self, model: MorphableModel, images: Tensor, mode: str = "shaded", alpha: float = 0.6,
+                       backend: str = "auto") -> Tensor:
+        """The fitted face drawn over the images, ``(B, 3, H, W)`` in [0, 1].
+
+        Args:
+            model: the model the fit refers to.
+            images: ``(B, 3, H, W)`` RGB in [0, 1], the images that were fitted.
+            mode: ``"shaded"`` (grey Lambertian mesh under frontal light), ``"ncc"`` (HeadGAN's NCC
+                colours) or ``"albedo"`` (the fit's own albedo and light, when it has them).
+            alpha: opacity of the face over the photo.
+        """
+        from ..render import ambient_sh, render_ncc, render_shaded
+
+        if images.dim() != 4 or images.shape[0] != self.batch_size or tuple(images.shape[-2:]) != self.image_size:
+            raise ValueError(f"images must be ({self.batch_size}, 3, {self.image_size[0]}, {self.image_size[1]}); "
+                             f"got {tuple(images.shape)}")
+        verts = self.vertices(model).to(images)
+        cam = self.to(images.dtype).camera
+        if mode == "ncc":
+            out = render_ncc(model, verts, cam, backend=backend)
+        elif mode in ("shaded", "albedo"):
+            B = self.batch_size
+            if mode == "albedo" and self.sh is not None:
+                sh = self.sh.to(images)
+                albedo = (self.vertex_albedo.to(images) if self.vertex_albedo is not None
+                          else model.albedo(self.tex_coeffs, batch_size=B).to(images))
+            else:
+                # a frontal key light from slightly above on a dim ambient: shows the geometry clearly
+                sh = ambient_sh(B, level=0.45, dtype=images.dtype, device=images.device).reshape(B, 3, 9)
+                sh[:, :, 2] = 0.55  # toward the camera (+z)
+                sh[:, :, 1] = -0.25  # the basis term is -y: a negative weight lights from above
+                sh = sh.reshape(B, 27)
+                albedo = images.new_full((B, model.n_vertices, 3), 0.8)
+            out = render_shaded(verts, model.triangles, cam, sh, albedo=albedo, backend=backend)
+        else:
+            raise ValueError(f"mode must be 'shaded', 'ncc' or 'albedo'; got {mode!r}")
+        m = out.mask * alpha
+        return images * (1 - m) + out.image * m
+
     def check_finite(self) -> None:
         """Raise :class:`FitError` if any parameter is NaN or infinite."""
         for f in fields(self):

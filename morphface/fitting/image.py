@@ -1,0 +1,68 @@
+"""Fit a photo end to end: detect the face(s), fit landmarks, optionally refine photometrically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from ..errors import NoFaceError
+from ..morphable import MorphableModel
+from .landmark_fit import fit_landmarks
+from .photometric import fit_photometric
+from .result import FitResult
+
+__all__ = ["fit_image"]
+
+
+def fit_image(
+    model: MorphableModel,
+    image: Tensor | str | Path,
+    detector=None,
+    photometric_steps: int = 0,
+    all_faces: bool = False,
+    name: str | None = None,
+    **fit_kwargs,
+) -> FitResult:
+    """Detect and fit the face(s) in one image.
+
+    Args:
+        model: the morphable model (``load_default_model("narrow")`` is a good default).
+        image: ``(3, H, W)`` RGB in [0, 1], or a path read with :func:`morphface.io.read_image`.
+        detector: a landmark detector (default ``make_detector("auto")``).
+        photometric_steps: analysis-by-synthesis steps after the landmark fit (0: landmarks only).
+        all_faces: fit every detected face (a batch, largest first) instead of only the largest.
+        name: file name for error messages (defaults to the path).
+        **fit_kwargs: passed to :func:`fit_landmarks`.
+
+    Returns:
+        A :class:`FitResult` with one entry per fitted face.
+
+    Raises:
+        NoFaceError: no face was found.
+        ImageReadError: the path is not a readable image.
+    """
+    if isinstance(image, (str, Path)):
+        from ..io import read_image
+
+        name = name or str(image)
+        image = read_image(image)
+    if image.dim() != 3 or image.shape[0] != 3:
+        raise ValueError(f"image must be (3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
+    if detector is None:
+        from .detectors import make_detector
+
+        detector = make_detector("auto")
+    faces = detector.detect(image)
+    if not faces:
+        raise NoFaceError(f"{name or 'image'}: no face found")
+    faces = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
+    if not all_faces:
+        faces = faces[:1]
+    lms = torch.stack([torch.as_tensor(f.landmarks, dtype=torch.float32)[:, :2] for f in faces])
+    H, W = image.shape[-2:]
+    fit = fit_landmarks(model, lms, (H, W), **fit_kwargs)
+    if photometric_steps > 0:
+        fit = fit_photometric(model, image[None].expand(len(faces), -1, -1, -1), init=fit, steps=photometric_steps)
+    return fit

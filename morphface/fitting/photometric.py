@@ -1,0 +1,259 @@
+"""Analysis-by-synthesis refinement: fit shape, expression, pose, albedo and SH light to images.
+
+The objective follows Deep3DFaceRecon (Deng et al. 2019), whose parameterisation this uses: a
+perspective camera (focal length fixed), identity / expression / albedo coefficients, Euler angles,
+a translation, and 27 second-order spherical-harmonic light coefficients (their ``init_lit`` 0.8
+DC offset is stored inside ``FitResult.sh``)::
+
+    L = w_photo * mean_{skin pixels} ||I_render - I||_2            (per-pixel L2 norm, as D3D)
+      + w_landmark * mean_l ||x_l - x^_l||^2 * (224 / S)^2          (pixels rescaled to a 224 image)
+      + w_id ||alpha||^2 + w_exp ||beta||^2 + w_tex ||gamma||^2    (std-unit coefficients)
+      + w_light * ||sh - mean_channel(sh)||^2                       (prefer white light)
+      + w_smooth * mean_edges ||a_i - a_j||^2                       (per-vertex albedo only)
+
+Models without an albedo basis (the embedded ICT default) get a free per-vertex albedo, started
+from the image colours at the projected vertices and regularised by the edge-smoothness term.
+
+Scale ambiguity: the camera's focal length is fixed (the landmark fit's), so distance is the only
+scale-like pose parameter, and the identity prior keeps size-like modes (ICT's first mode) near
+zero unless the shading and landmarks ask for them.
+
+The skin region excludes the eyes and the mouth (:func:`morphface.render.face_region_labels`),
+where the model's surface does not match the image (eyeballs, teeth, mouth interior).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import FitError
+from ..morphable import MorphableModel
+from ..render import ambient_sh, face_region_labels, interpolate, render_shaded, sh_shading, vertex_normals
+from ..render._camera import rasterize_with_camera, to_camera_frame
+from .landmark_fit import check_landmarks, fit_landmarks
+from .result import FitResult
+
+__all__ = ["fit_photometric", "render_fit", "mesh_edges"]
+
+
+def mesh_edges(faces: Tensor) -> Tensor:
+    """Unique undirected edges ``(E, 2)`` of a triangle mesh ``(F, 3)``."""
+    e = torch.cat([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]).sort(dim=1).values
+    n = int(faces.max()) + 1 if faces.numel() else 1
+    key = torch.unique(e[:, 0] * n + e[:, 1])  # 1-D unique is far faster than unique(dim=0)
+    return torch.stack([key // n, key % n], dim=1)
+
+
+def _check_images(images: Tensor) -> Tensor:
+    if not isinstance(images, Tensor) or images.dim() not in (3, 4) or images.shape[-3] != 3:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"images must have shape (B, 3, H, W) with RGB in [0, 1]; got {shape}")
+    images = images if images.dim() == 4 else images[None]
+    if not bool(torch.isfinite(images).all()):
+        raise ValueError("images contain NaN or inf")
+    return images
+
+
+def _sample_vertex_colours(images: Tensor, pixels: Tensor) -> Tensor:
+    """Image colours ``(B, V, 3)`` at vertex pixel positions ``(B, V, 2)`` (bilinear, border)."""
+    H, W = images.shape[-2:]
+    grid = torch.stack([pixels[..., 0] * (2.0 / W) - 1.0, pixels[..., 1] * (2.0 / H) - 1.0], dim=-1)
+    col = F.grid_sample(images, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return col[..., 0].transpose(1, 2)
+
+
+def fit_photometric(
+    model: MorphableModel,
+    images: Tensor,
+    init: FitResult | None = None,
+    landmarks: Tensor | None = None,
+    steps: int = 100,
+    lr: float = 0.01,
+    w_photo: float = 1.92,
+    w_landmark: float = 1.6e-3,
+    w_id: float = 3e-4,
+    w_exp: float = 2.4e-4,
+    w_tex: float = 5e-6,
+    w_light: float = 1e-4,
+    w_smooth: float = 5.0,
+    fit_identity: bool = True,
+    tol: float = 1e-4,
+    patience: int = 10,
+    backend: str = "auto",
+    progress: bool = False,
+) -> FitResult:
+    """Refine a fit by rendering the model and comparing it with the images.
+
+    Args:
+        model: the morphable model (use a face-only region, e.g. ``load_default_model("narrow")``).
+        images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
+        init: a perspective :class:`FitResult` to start from; default: :func:`fit_landmarks` on
+            ``landmarks``.
+        landmarks: ``(B, 68, 2)`` pixels; default: ``init.target_landmarks``. Without landmarks the
+            landmark term is off.
+        steps: the most optimisation steps (Adam).
+        lr: base step size; pose and light use scaled versions of it.
+        w_*: loss weights (module docstring); the defaults are Deep3DFaceRecon's ratios.
+        fit_identity: also refine the identity (off: keep ``init.id_coeffs``, e.g. in video fitting).
+        tol, patience: stop early when the mean loss improved by less than ``tol`` (relative) over
+            the last ``patience`` steps.
+        backend: rasteriser backend.
+        progress: show a tqdm bar.
+
+    Returns:
+        A :class:`FitResult` with coefficients, pose, ``sh`` ``(B, 27)``, ``tex_coeffs`` (albedo-basis
+        models) or ``vertex_albedo`` ``(B, V, 3)``, fitted landmarks and the loss history.
+
+    Raises:
+        FitError: the optimisation produced non-finite values from the start.
+    """
+    images = _check_images(images)
+    B, _, H, W = images.shape
+    if landmarks is None and init is not None:
+        landmarks = init.target_landmarks
+    if landmarks is not None:
+        landmarks = check_landmarks(landmarks, model.landmarks.numel()).to(images)
+        if landmarks.shape[0] != B:
+            raise ValueError(f"landmarks batch {landmarks.shape[0]} != images batch {B}")
+    if init is None:
+        if landmarks is None:
+            raise ValueError("fit_photometric needs init (a FitResult) or landmarks (B, 68, 2)")
+        init = fit_landmarks(model, landmarks, (H, W))
+    if init.camera_kind != "perspective":
+        raise ValueError("fit_photometric needs a perspective init (fit_landmarks(camera='perspective'))")
+    if init.batch_size != B or tuple(init.image_size) != (H, W):
+        raise ValueError(f"init is for {init.batch_size} images of {init.image_size}; got {B} of {(H, W)}")
+    init = init.detach().to(device=images.device, dtype=images.dtype)
+
+    faces = model.triangles
+    skin = face_region_labels(model)["skin"].to(images.dtype)[None, :, None]
+    lm_ids = model.landmarks.clamp(min=0)
+    lm_valid = (model.landmarks >= 0).to(images.dtype)
+    lm_scale = (224.0 / max(H, W)) ** 2
+
+    # ---- parameters
+    params = {
+        "id": init.id_coeffs.clone().requires_grad_(fit_identity),
+        "exp": init.exp_coeffs.clone().requires_grad_(True),
+        "angles": init.angles.clone().requires_grad_(True),
+        "t": init.translation.clone().requires_grad_(True),
+        "sh": (init.sh.clone() if init.sh is not None else ambient_sh(B, dtype=images.dtype, device=images.device))
+        .requires_grad_(True),
+    }
+    groups = [
+        {"params": [params["exp"]], "lr": lr},
+        {"params": [params["angles"]], "lr": lr * 0.2},
+        {"params": [params["t"]], "lr": lr * 100.0},  # millimetres
+        {"params": [params["sh"]], "lr": lr},
+    ]
+    if fit_identity:
+        groups.append({"params": [params["id"]], "lr": lr})
+    use_basis = model.has_albedo and model.n_tex > 0
+    edges = None
+    if use_basis:
+        tex0 = init.tex_coeffs if init.tex_coeffs is not None else images.new_zeros(B, model.n_tex)
+        params["tex"] = tex0.clone().requires_grad_(True)
+        groups.append({"params": [params["tex"]], "lr": lr})
+    else:
+        if init.vertex_albedo is not None:
+            alb0 = init.vertex_albedo
+        else:
+            with torch.no_grad():
+                pix, _ = init.camera.project(init.vertices(model))
+                # The image colour divided by the ambient light level: a shading-free starting albedo.
+                alb0 = _sample_vertex_colours(images, pix) / 0.8
+        params["albedo"] = alb0.clamp(0.0, 1.0).clone().requires_grad_(True)
+        groups.append({"params": [params["albedo"]], "lr": lr})
+        edges = mesh_edges(faces)
+    opt = torch.optim.Adam(groups)
+
+    def evaluate(p):
+        cam = type(init)(id_coeffs=p["id"], exp_coeffs=p["exp"], angles=p["angles"], translation=p["t"],
+                         focal=init.focal, principal_point=init.principal_point, image_size=(H, W)).camera
+        verts = model(p["id"], p["exp"])
+        frags = rasterize_with_camera(verts, faces, cam, backend=backend)
+        albedo = model.albedo(p["tex"]) if use_basis else p["albedo"]
+        n_cam = to_camera_frame(vertex_normals(verts, faces), cam)
+        colour = sh_shading(n_cam, p["sh"], albedo)
+        attrs = torch.cat([colour, skin.expand(B, -1, -1)], dim=-1)
+        pix_attrs = interpolate(attrs, faces, frags)  # (B, H, W, 4)
+        rendered = pix_attrs[..., :3].clamp(0.0, 1.0)
+        mask = frags.mask.to(images.dtype) * (pix_attrs[..., 3] > 0.5).to(images.dtype)
+        target = images.permute(0, 2, 3, 1)
+        diff = torch.sqrt(((rendered - target) ** 2).sum(-1) + 1e-8)
+        photo = (diff * mask).sum((1, 2)) / mask.sum((1, 2)).clamp(min=1.0)
+        losses = {"photo": w_photo * photo}
+        if landmarks is not None:
+            pix, _ = cam.project(verts[:, lm_ids])
+            lm = (((pix - landmarks) ** 2).sum(-1) * lm_valid).sum(1) / lm_valid.sum()
+            losses["landmark"] = w_landmark * lm_scale * lm
+        losses["reg"] = w_id * (p["id"] ** 2).sum(1) + w_exp * (p["exp"] ** 2).sum(1)
+        if use_basis:
+            losses["reg"] = losses["reg"] + w_tex * (p["tex"] ** 2).sum(1)
+        else:
+            a = p["albedo"]
+            losses["smooth"] = w_smooth * ((a[:, edges[:, 0]] - a[:, edges[:, 1]]) ** 2).sum(-1).mean(1)
+        gamma = p["sh"].reshape(B, 3, 9)
+        losses["light"] = w_light * ((gamma - gamma.mean(1, keepdim=True)) ** 2).sum((1, 2))
+        total = sum(losses.values())
+        return total, losses, cam, verts
+
+    history: list[float] = []
+    best = {k: v.detach().clone() for k, v in params.items()}
+    it = range(steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="fit_photometric", leave=False)
+    for _step in it:
+        opt.zero_grad(set_to_none=True)
+        total, _, _, _ = evaluate(params)
+        loss = total.sum()
+        if not bool(torch.isfinite(loss)):
+            if not history:
+                raise FitError("fit_photometric: the initial loss is not finite (check the images and init)")
+            break  # keep the last finite parameters
+        loss.backward()
+        for v in params.values():
+            if v.grad is not None:
+                v.grad.nan_to_num_(0.0, 0.0, 0.0)
+        best = {k: v.detach().clone() for k, v in params.items()}
+        history.append(float(total.detach().mean()))
+        opt.step()
+        with torch.no_grad():
+            params["exp"].clamp_(*((0.0, 1.0) if model.exp_kind == "blendshape" else (-float("inf"), float("inf"))))
+            if "albedo" in params:
+                params["albedo"].clamp_(0.0, 1.0)
+        if len(history) > patience and history[-patience - 1] - history[-1] < tol * abs(history[-patience - 1]):
+            break
+
+    with torch.no_grad():
+        total, _, cam, verts = evaluate(best)
+        pix, _ = cam.project(verts[:, lm_ids])
+        history.append(float(total.mean()))
+        residuals = None
+        if landmarks is not None:
+            residuals = torch.sqrt((((pix - landmarks) ** 2).sum(-1) * lm_valid).sum(1) / lm_valid.sum())
+    result = FitResult(
+        id_coeffs=best["id"], exp_coeffs=best["exp"], angles=best["angles"], translation=best["t"],
+        focal=init.focal, principal_point=init.principal_point, image_size=(H, W), camera_kind="perspective",
+        tex_coeffs=best.get("tex"), vertex_albedo=best.get("albedo"), sh=best["sh"], landmarks=pix,
+        target_landmarks=landmarks, residuals=residuals, history=history,
+    )
+    result.check_finite()
+    return result
+
+
+def render_fit(model: MorphableModel, fit: FitResult, backend: str = "auto") -> tuple[Tensor, Tensor]:
+    """Render a fit's shaded face: image ``(B, 3, H, W)`` in [0, 1] and mask ``(B, 1, H, W)``."""
+    verts = fit.vertices(model)
+    if fit.vertex_albedo is not None:
+        albedo = fit.vertex_albedo
+    else:
+        albedo = model.albedo(fit.tex_coeffs, batch_size=fit.batch_size)
+    sh = fit.sh if fit.sh is not None else ambient_sh(fit.batch_size, dtype=verts.dtype, device=verts.device)
+    out = render_shaded(verts, model.triangles, fit.camera, sh, albedo=albedo, backend=backend)
+    return out.image, out.mask
+

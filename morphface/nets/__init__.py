@@ -1,0 +1,72 @@
+"""Networks and losses for 3D-conditioned face reenactment (HeadGAN- and IFaceUV-style).
+
+Networks take and produce images in [-1, 1]; pipelines convert from the library's [0, 1]. Flows are
+backward and in pixels (:mod:`morphface.nets.warp`). Every network has a frozen config dataclass whose
+defaults are the paper's sizes and a ``width`` multiplier of its channel counts.
+Run ``python -m morphface.nets.summary`` for parameter counts and CPU timings.
+"""
+
+from .blocks import SPADE, AdaIN, AdaINBlock, ConvBlock, PixelShuffleUp, SPADEBlock
+from .discriminators import (
+    DiscriminatorConfig,
+    DiscriminatorOutput,
+    MouthDiscriminator,
+    MouthDiscriminatorConfig,
+    MultiScaleDiscriminator,
+    PatchDiscriminator,
+)
+from .headgan import (
+    DenseFlowNet,
+    DenseFlowNetConfig,
+    DenseFlowOutput,
+    HeadGANConfig,
+    HeadGANGenerator,
+    HeadGANOutput,
+    RenderingNet,
+    RenderingNetConfig,
+)
+from .ifaceuv import (
+    AdaINUNet,
+    AdaINUNetConfig,
+    EditingNet,
+    EditingNetConfig,
+    MotionEncoder,
+    MotionEncoderConfig,
+    UVRefinementNet,
+    UVRefinementNetConfig,
+    WarpingNet,
+    WarpingNetConfig,
+    WarpingOutput,
+)
+from .losses import (
+    VGG19,
+    SegmentationLoss,
+    VGGPerceptualLoss,
+    default_vgg19_path,
+    feature_matching_loss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    l1_loss,
+    load_vgg19_weights,
+    uv_consistency_loss,
+)
+from .warp import resize_flow, upsample_flow, warp
+
+__all__ = [
+    # blocks
+    "SPADE", "AdaIN", "SPADEBlock", "AdaINBlock", "PixelShuffleUp", "ConvBlock",
+    # warping
+    "warp", "resize_flow", "upsample_flow",
+    # HeadGAN
+    "DenseFlowNet", "DenseFlowNetConfig", "DenseFlowOutput", "RenderingNet", "RenderingNetConfig",
+    "HeadGANGenerator", "HeadGANConfig", "HeadGANOutput",
+    # discriminators
+    "PatchDiscriminator", "MultiScaleDiscriminator", "DiscriminatorConfig", "DiscriminatorOutput",
+    "MouthDiscriminator", "MouthDiscriminatorConfig",
+    # IFaceUV
+    "MotionEncoder", "MotionEncoderConfig", "AdaINUNet", "AdaINUNetConfig", "WarpingNet", "WarpingNetConfig",
+    "WarpingOutput", "UVRefinementNet", "UVRefinementNetConfig", "EditingNet", "EditingNetConfig",
+    # losses
+    "VGG19", "VGGPerceptualLoss", "default_vgg19_path", "load_vgg19_weights", "hinge_discriminator_loss",
+    "hinge_generator_loss", "feature_matching_loss", "l1_loss", "uv_consistency_loss", "SegmentationLoss",
+]

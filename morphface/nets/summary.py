@@ -1,0 +1,121 @@
+"""Parameter counts and CPU forward timings of every network in :mod:`morphface.nets`.
+
+Run ``python -m morphface.nets.summary`` (``--help`` for options). Timings are the median of
+``--repeats`` forward passes under ``torch.inference_mode`` after one warm-up, batch 1, at ``--size``
+(256) for the image networks; the mouth discriminator sees a ``size / 4`` crop (HeadGAN: 64x64 at
+256) and the motion encoder one 27-frame window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .discriminators import DiscriminatorConfig, MouthDiscriminator, MouthDiscriminatorConfig, MultiScaleDiscriminator
+from .headgan import DenseFlowNet, DenseFlowNetConfig, RenderingNet, RenderingNetConfig
+from .ifaceuv import (
+    EditingNet,
+    EditingNetConfig,
+    MotionEncoder,
+    MotionEncoderConfig,
+    UVRefinementNet,
+    UVRefinementNetConfig,
+    WarpingNet,
+    WarpingNetConfig,
+)
+from .losses import VGGPerceptualLoss
+
+__all__ = ["NetworkEntry", "network_entries", "count_parameters", "time_forward", "main"]
+
+
+@dataclass
+class NetworkEntry:
+    """A network with a function making example inputs ``(batch, size) -> args``."""
+
+    name: str
+    module: nn.Module
+    make_inputs: Callable[[int, int], tuple]
+    input_desc: str
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameters (trainable or frozen)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def network_entries(width: float = 1.0) -> list[NetworkEntry]:
+    """All networks at the given width with their default configs otherwise."""
+    f = DenseFlowNet(DenseFlowNetConfig(width=width))
+    c0, c1, c2 = f.config.channels
+    me = MotionEncoder(MotionEncoderConfig(width=width))
+    zdim, win, mdim = me.config.descriptor_dim, me.config.window, me.config.motion_dim
+
+    def img(b: int, s: int, c: int = 3) -> torch.Tensor:
+        return torch.rand(b, c, s, s) * 2 - 1
+
+    return [
+        NetworkEntry("HeadGAN DenseFlowNet (F)", f, lambda b, s: (img(b, s), img(b, s), img(b, s, 9)),
+                     "ref 3 + NCC 3 + driving 9"),
+        NetworkEntry("HeadGAN RenderingNet (R)", RenderingNet(RenderingNetConfig(width=width)),
+                     lambda b, s: (img(b, s, 9), (img(b, s, c0), img(b, s // 2, c1), img(b, s // 4, c2)),
+                                   img(b, s), torch.randn(b, 300)), "driving 9, warped feats, audio 300"),
+        NetworkEntry("HeadGAN image D (2 scales)", MultiScaleDiscriminator(DiscriminatorConfig(width=width)),
+                     lambda b, s: (img(b, s), img(b, s)), "image 3 + NCC 3"),
+        NetworkEntry("HeadGAN mouth D (2 scales)", MouthDiscriminator(MouthDiscriminatorConfig(width=width)),
+                     lambda b, s: (img(b, s // 4), torch.randn(b, 300)), "mouth crop size/4, audio 300"),
+        NetworkEntry("IFaceUV MotionEncoder", me, lambda b, s: (torch.randn(b, win, mdim),),
+                     f"{win} frames x {mdim}"),
+        NetworkEntry("IFaceUV WarpingNet", WarpingNet(WarpingNetConfig(width=width)),
+                     lambda b, s: (img(b, s), torch.randn(b, zdim)), "source 3, z"),
+        NetworkEntry("IFaceUV UVRefinementNet", UVRefinementNet(UVRefinementNetConfig(width=width)),
+                     lambda b, s: (img(b, s), img(b, s), torch.rand(b, 1, s, s), torch.randn(b, zdim)),
+                     "source, UV 3 + mask 1 (UV size = size), z"),
+        NetworkEntry("IFaceUV EditingNet", EditingNet(EditingNetConfig(width=width)),
+                     lambda b, s: (img(b, s), img(b, s), img(b, s), torch.randn(b, zdim)), "3 images, z"),
+        NetworkEntry("VGG19 perceptual loss", VGGPerceptualLoss(pretrained=False),
+                     lambda b, s: (img(b, s), img(b, s)), "pred, target"),
+    ]
+
+
+def time_forward(module: nn.Module, inputs: tuple, repeats: int = 3) -> float:
+    """Median wall time in seconds of ``module(*inputs)`` over ``repeats`` runs after one warm-up."""
+    module.eval()
+    times = []
+    with torch.inference_mode():
+        module(*inputs)
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            module(*inputs)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the table (see the module docstring)."""
+    parser = argparse.ArgumentParser(prog="python -m morphface.nets.summary", description=__doc__.split("\n")[0])
+    parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1: paper sizes)")
+    parser.add_argument("--size", type=int, default=256, help="image size for the timings (default 256)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after one warm-up (default 3)")
+    parser.add_argument("--no-timing", action="store_true", help="only count parameters")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    print(f"morphface.nets at width {args.width:g}; CPU forward, batch 1, {args.size}x{args.size}, "
+          f"median of {args.repeats} after a warm-up, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    header = f"{'network':<28} {'params':>12} {'forward ms':>11}  input"
+    print(header)
+    print("-" * len(header))
+    for e in network_entries(args.width):
+        params = count_parameters(e.module)
+        ms = "-" if args.no_timing else f"{1e3 * time_forward(e.module, e.make_inputs(1, args.size), args.repeats):.1f}"
+        print(f"{e.name:<28} {params:>12,} {ms:>11}  {e.input_desc}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
