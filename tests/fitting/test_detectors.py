@@ -180,8 +180,11 @@ def test_detector_inputs(dlib_detector):
 def test_make_detector_auto_and_errors(monkeypatch):
     with pytest.raises(ValueError, match="backend"):
         make_detector("opencv")
-    if HAVE_DLIB and importlib.util.find_spec("face_alignment") is None:
-        assert isinstance(make_detector("auto"), DlibDetector)
+    if importlib.util.find_spec("face_alignment") is None:
+        if importlib.util.find_spec("mediapipe") is not None:
+            assert isinstance(make_detector("auto"), MediaPipeDetector)  # preferred over dlib when installed
+        elif HAVE_DLIB:
+            assert isinstance(make_detector("auto"), DlibDetector)
 
     class Broken:
         def __init__(self, reason):
