@@ -39,6 +39,7 @@ Weak perspective: ``u = tx + s * x_rot``, ``v = ty - s * y_rot``, ``depth = -z_r
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
 
 import kornia.geometry.conversions as kconv
@@ -153,7 +154,7 @@ def _batch(x: Tensor | float, dims: int, like: Tensor | None = None) -> Tensor:
 
 
 @dataclass
-class Camera:
+class Camera(ABC):
     """Base class: a pose (``R``, translation) plus a projection to pixels.
 
     Subclasses implement :meth:`project`. All tensors carry a leading batch axis that may be 1 and
@@ -190,19 +191,22 @@ class Camera:
                     updates[f.name] = updates[f.name].unsqueeze(0)
         return replace(self, **updates)
 
-    def world_to_view(self, verts: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def world_to_view(self, verts: Tensor) -> Tensor:
+        """``(B, V, 3)`` world mm -> the camera's frame (or rotated frame for orthographic), mm."""
 
-    def project(self, verts: Tensor) -> tuple[Tensor, Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def project(self, verts: Tensor) -> tuple[Tensor, Tensor]:
+        """World ``(B, V, 3)`` mm -> pixels ``(B, V, 2)`` and depth ``(B, V)`` mm."""
 
     def to_ndc(self, verts: Tensor) -> Tensor:
         """World ``(B, V, 3)`` mm -> ``(B, V, 3)``: NDC x, y (y down, corners +-1) and depth in mm."""
         pix, depth = self.project(verts)
         return torch.cat([pixels_to_ndc(pix, self.image_size), depth.unsqueeze(-1)], dim=-1)
 
-    def view_directions(self, verts: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def view_directions(self, verts: Tensor) -> Tensor:
+        """Unit directions ``(B, V, 3)`` (world frame) from each point toward the camera."""
 
 
 def _check_verts(verts: Tensor) -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .rasterizer import check_faces, use_fused_cpu
+from .rasterizer import check_faces, check_ids, use_fused_cpu
 from .types import Fragments
 
 __all__ = ["interpolate", "sample_texture"]
@@ -35,8 +35,9 @@ def interpolate(attrs: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
     B, H, W = pix_to_face.shape
     if attrs.shape[0] not in (1, B):
         raise ValueError(f"attrs batch must be 1 or {B} (the fragments' batch); got {tuple(attrs.shape)}")
-    faces = check_faces(faces).to(pix_to_face.device)
     N, C = attrs.shape[1], attrs.shape[2]
+    faces = check_faces(faces, N).to(pix_to_face.device)
+    check_ids(pix_to_face, faces.shape[0])
     dtype = torch.promote_types(attrs.dtype, bary.dtype)
 
     if use_fused_cpu(attrs, bary):

@@ -72,6 +72,15 @@ def check_faces(faces: Tensor, n_vertices: int | None = None, name: str = "faces
     return faces
 
 
+def check_ids(pix_to_face: Tensor, n_faces: int) -> None:
+    """Raise ``ValueError`` unless every id in ``pix_to_face`` is ``-1`` or a row of an ``(n_faces, 3)`` table."""
+    if pix_to_face.numel():
+        lo, hi = torch.aminmax(pix_to_face)
+        if int(lo) < -1 or int(hi) >= n_faces:
+            raise ValueError(f"pix_to_face ids must lie in [-1, {n_faces}) for faces of shape ({n_faces}, 3); "
+                             f"got [{int(lo)}, {int(hi)}]")
+
+
 def _check_image_size(image_size) -> tuple[int, int]:
     try:
         H, W = (int(s) for s in image_size)
@@ -125,8 +134,13 @@ def fragments_from_ids(verts_ndc: Tensor, faces: Tensor, pix_to_face: Tensor, pe
     Returns:
         :class:`Fragments`; ``bary`` and ``depth`` carry gradients to ``verts_ndc``.
     """
+    if pix_to_face.dim() != 3 or pix_to_face.shape[0] != verts_ndc.shape[0]:
+        raise ValueError(f"pix_to_face must be (B, H, W) with B = {verts_ndc.shape[0]} (the vertices' batch); "
+                         f"got {tuple(pix_to_face.shape)}")
     if use_fused_cpu(verts_ndc):
         from ._fused_cpu import BaryDepth
+
+        check_ids(pix_to_face, faces.shape[0])  # the compiled kernel does no bounds checks
 
         bary, depth = BaryDepth.apply(verts_ndc, faces, pix_to_face, bool(perspective))
         return Fragments(pix_to_face=pix_to_face, bary=bary, depth=depth, mask=pix_to_face >= 0)

@@ -126,3 +126,43 @@ def test_nvdiffrast_backend_agrees_with_torch(default_model, perspective):
     ref2 = rasterize(near, faces, (96, 80), backend="torch")
     out2 = rasterize(near, faces, (96, 80), backend="nvdiffrast")
     assert _agreement(ref2, out2, ncc_code(default_model).cuda()[None], faces)[0] >= 0.99
+
+
+def test_pytorch3d_ndc_conversion_hits_its_pixel_centres():
+    """Our pixel centres land on PyTorch3D's (its formula transcribed), also for non-square images."""
+    from morphface.render.backends.pytorch3d_backend import Pytorch3dBackend
+
+    def p3d_centre(i, S1, S2):  # pytorch3d's pix_to_non_square_ndc
+        rng = 2.0 * (S1 / S2 if S1 > S2 else 1.0)
+        return -rng / 2 + (rng * i + rng / 2) / S1
+
+    for H, W in [(6, 10), (10, 6), (7, 7)]:
+        jj, ii = torch.meshgrid(torch.arange(W, dtype=torch.float64), torch.arange(H, dtype=torch.float64),
+                                indexing="xy")
+        ours = torch.stack([(2 * jj + 1) / W - 1, (2 * ii + 1) / H - 1, torch.full_like(jj, 5.0)], -1)
+        p3d = Pytorch3dBackend.to_pytorch3d_ndc(ours.reshape(1, -1, 3), (H, W), perspective=True).view(H, W, 3)
+        # PyTorch3D samples pixel (i, j) at x = f(W - 1 - j, W, H), y = f(H - 1 - i, H, W).
+        torch.testing.assert_close(p3d[..., 0].double(), p3d_centre(W - 1 - jj, W, H))
+        torch.testing.assert_close(p3d[..., 1].double(), p3d_centre(H - 1 - ii, H, W))
+
+
+def test_nvdiffrast_clip_space_keeps_ndc_and_depth_order():
+    from morphface.render.backends.nvdiffrast_backend import NvdiffrastBackend
+
+    ndc = torch.rand(2, 50, 3) * 2 - 1
+    ndc[..., 2] = torch.rand(2, 50) * 300 + 800
+    faces = torch.randint(0, 50, (30, 3))
+    valid = torch.ones(2, 30, dtype=torch.bool)
+    for perspective in (True, False):
+        depth = ndc[..., 2] if perspective else ndc[..., 2] - 1000  # orthographic depths may be negative
+        v = torch.cat([ndc[..., :2], depth[..., None]], -1)
+        clip = NvdiffrastBackend.to_clip(v, valid, faces, perspective)
+        w = clip[..., 3]
+        torch.testing.assert_close(clip[..., :2] / w[..., None], v[..., :2])
+        z = clip[..., 2] / w
+        used = torch.zeros(2, 50, dtype=torch.bool)
+        used[:, faces.unique()] = True
+        assert bool((z[used].abs() < 1).all())
+        for b in range(2):
+            order = depth[b][used[b]].argsort()
+            assert bool((z[b][used[b]][order].diff() > 0).all())  # strictly monotone in depth

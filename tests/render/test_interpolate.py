@@ -140,3 +140,11 @@ def test_sample_texture_uv_convention_v_up():
     assert float(out.sum()) == float(tex[0, 0, 1, 2])
     with pytest.raises(ValueError, match=r"\(B, H, W, 2\)"):
         sample_texture(tex, uv[..., :1])
+
+
+def test_interpolate_rejects_ids_outside_the_tables(fused):
+    fr = rasterize(VERTS, FACES, SIZE)
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        interpolate(torch.rand(1, 3, 2, dtype=torch.float64), FACES, fr)  # vertex 3 has no attribute
+    with pytest.raises(ValueError, match="pix_to_face ids"):
+        interpolate(torch.rand(1, 4, 2, dtype=torch.float64), FACES[:1], fr)  # fragments of 2 faces

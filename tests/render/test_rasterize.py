@@ -154,6 +154,15 @@ def test_empty_and_offscreen_meshes(backend):
         assert not bool(fr.mask.any()) and bool((fr.depth == 0).all())
 
 
+def test_far_away_vertices_do_not_overflow(backend):
+    """A huge triangle covering the image from far outside it, and one entirely far away."""
+    verts = torch.tensor([[[-1e20, -1e20, 5.0], [1e20, -1e20, 5.0], [0.0, 1e20, 5.0],
+                           [3e30, 3e30, 1.0], [4e30, 3e30, 1.0], [3e30, 4e30, 1.0]]], dtype=torch.float64)
+    fr = rasterize(verts, torch.tensor([[0, 1, 2], [3, 4, 5]]), (6, 6), perspective=False, backend=backend)
+    assert bool((fr.pix_to_face == 0).all())
+    assert bool(torch.isfinite(fr.bary).all()) and torch.allclose(fr.depth, torch.tensor(5.0, dtype=torch.float64))
+
+
 def test_degenerate_and_non_finite_triangles_never_win(backend):
     verts = torch.tensor([[[-0.8, -0.8, 10.0], [0.8, -0.8, 10.0], [0.0, 0.8, 10.0],
                            [-0.9, 0.0, 1.0], [0.9, 0.0, 1.0], [0.0, 0.0, 1.0],        # zero area, nearer
