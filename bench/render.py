@@ -13,8 +13,9 @@ interpolated attribute has 3 channels (an NCC-like code). For every backend avai
 * fwd:      ``rasterize`` + ``interpolate``
 * fwd+bwd:  the same, then ``backward`` of a weighted sum w.r.t. the vertices and the attribute,
 
-reporting the median over repeats after warm-up, as ms per image, million triangles per second
-(batch x triangles / time) and the speed-up over the ``torch`` backend in the same run.
+reporting the median (``--stat min``: the minimum) over repeats after warm-up, as ms per image,
+million triangles per second (batch x triangles / time) and the speed-up over the ``torch``
+backend in the same run.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def scene(verts: torch.Tensor, size: int, batch: int, height_mm: float):
     return cam.to_ndc(centred[None].expand(batch, -1, -1)).contiguous()
 
 
-def timed(fn, repeats: int, budget_s: float) -> float:
+def timed(fn, repeats: int, budget_s: float, stat=statistics.median) -> float:
     for _ in range(2):  # warm-up (and numba compilation)
         fn()
     times = []
@@ -67,7 +68,7 @@ def timed(fn, repeats: int, budget_s: float) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return stat(times)
 
 
 def main(argv=None) -> int:
@@ -77,6 +78,8 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="256,512")
     p.add_argument("--batches", default="1,8")
     p.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: theirs)")
+    p.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="statistic over repeats (min is steadier on a machine shared with other jobs)")
     args = p.parse_args(argv)
     if args.threads:
         import numba
@@ -95,7 +98,8 @@ def main(argv=None) -> int:
     import numba
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch / {numba.get_num_threads()} numba threads, "
-          f"{os.cpu_count()} cores, load average {load:.1f} before the run, backends {backends}")
+          f"{os.cpu_count()} cores, load average {load:.1f} before the run, {args.stat} of repeats, "
+          f"backends {backends}")
 
     rows = []
     for mesh_name, (verts, faces) in meshes.items():
@@ -126,7 +130,8 @@ def main(argv=None) -> int:
                         if dev == "cuda":  # noqa: B023
                             torch.cuda.synchronize()
 
-                    res[be] = (timed(fwd, repeats, budget), timed(fwd_bwd, repeats, budget))
+                    stat = min if args.stat == "min" else statistics.median
+                    res[be] = (timed(fwd, repeats, budget, stat), timed(fwd_bwd, repeats, budget, stat))
                 for be, (tf, tb) in res.items():
                     rows.append((mesh_name, F, size, batch, be, tf, tb, res["torch"][0] / tf, res["torch"][1] / tb))
                 print(f"  done {mesh_name} {size}^2 batch {batch}", file=sys.stderr)
