@@ -12,6 +12,7 @@ from .errors import (
     MorphfaceError,
     NoFaceError,
 )
+from . import io
 from .morphable import MorphableModel, load_default_model, load_model
 
 __version__ = "0.1.0"
