@@ -4,6 +4,7 @@ Layers (imports flow downward only): ``cli`` > ``train`` > ``pipelines`` > ``dat
 ``nets``/``audio`` > ``uv`` > ``fitting`` > ``render`` > ``morphable``/``camera``.
 """
 
+from . import io
 from .errors import (
     BackendUnavailableError,
     FitError,
@@ -12,7 +13,6 @@ from .errors import (
     MorphfaceError,
     NoFaceError,
 )
-from . import io
 from .morphable import MorphableModel, load_default_model, load_model
 
 __version__ = "0.1.0"
@@ -27,5 +27,16 @@ __all__ = [
     "ImageReadError",
     "FitError",
     "BackendUnavailableError",
+    "frontalize",
+    "io",
     "__version__",
 ]
+
+
+def __getattr__(name: str):
+    # Heavy layers load on first use, so that ``import morphface`` stays light.
+    if name == "frontalize":
+        from .uv.frontalize import frontalize
+
+        return frontalize
+    raise AttributeError(f"module 'morphface' has no attribute {name!r}")

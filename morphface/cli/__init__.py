@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Module names under morphface.cli, in the order they appear in --help.
-SUBCOMMANDS = ["demo", "convert_model", "train", "fit"]
+SUBCOMMANDS = ["demo", "convert_model", "train", "fit", "frontalize", "reenact", "evaluate", "preprocess", "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:

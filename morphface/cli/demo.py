@@ -198,7 +198,7 @@ def _frontalize_examples(out: Path) -> list[str]:
             print(f"  {fname}: {e}")
             continue
         name = out / f"frontalize_{Path(fname).stem}.png"
-        write_image(name, res.side_by_side())
+        write_image(name, res.side_by_side(image, height=512))
         written.append(name.name)
     return written
 

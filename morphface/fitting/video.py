@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ..errors import NoFaceError
 from ..morphable import MorphableModel
-from .landmark_fit import fit_landmarks
+from .landmark_fit import fit_landmarks, spd_solve
 from .photometric import fit_photometric
 from .result import FitResult
 
@@ -82,7 +82,7 @@ def smooth_sequence(x: Tensor, strength: float) -> Tensor:
     idx = torch.arange(T - 2)
     D[idx, idx], D[idx, idx + 1], D[idx, idx + 2] = 1.0, -2.0, 1.0
     A = torch.eye(T, dtype=torch.float64) + strength * D.T @ D
-    return torch.linalg.solve(A, x.to(torch.float64)).to(x.dtype)
+    return spd_solve(A, x.to(torch.float64)).to(x.dtype)
 
 
 def detect_video_landmarks(frames, detector, chunk: int = 32, progress: bool = True) -> tuple[Tensor, Tensor, tuple]:

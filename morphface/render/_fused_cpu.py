@@ -28,6 +28,8 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from . import _numba  # noqa: F401  (threading layer, before any kernel compiles)
+
 __all__ = ["BaryDepth", "Interpolate"]
 
 

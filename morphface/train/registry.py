@@ -40,9 +40,12 @@ class UnknownNameError(KeyError):
 # Built-in names, resolved lazily so that importing morphface.train imports no pipeline.
 _BUILTIN_PIPELINES: dict[str, str] = {
     "toy_gan": "morphface.train.toy:ToyGANPipeline.from_config",
+    "headgan": "morphface.pipelines.headgan:HeadGAN.from_config",
+    "ifaceuv": "morphface.pipelines.ifaceuv:IFaceUV.from_config",
 }
 _BUILTIN_DATASETS: dict[str, str] = {
     "toy_shapes": "morphface.train.toy:ToyShapesDataset.from_config",
+    "reenactment": "morphface.data.dataset:ReenactmentDataset.from_config",
 }
 
 _PIPELINES: dict[str, Factory | str] = dict(_BUILTIN_PIPELINES)

@@ -392,6 +392,11 @@ class Trainer:
             # is not consumed by creating the iterator (which would break exact resume).
             seed = (self.config.seed + 1) * 1_000_003 + self.epoch * 7919 + self.dist.rank
             self._loader_generator.manual_seed(seed)
+            # datasets that draw per-epoch randomness (e.g. which source frame pairs with a driving
+            # frame) learn the epoch before the workers copy them for this epoch's iterator
+            set_epoch = getattr(self.loader.dataset, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(self.epoch)
             for batch in self.loader:
                 self.epoch_index += self.config.batch_size
                 yield batch

@@ -32,6 +32,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from .. import _numba  # noqa: F401  (threading layer, before any kernel compiles)
 from .base import RasterBackend, RasterInputs, ndc_to_screen
 
 __all__ = ["CpuBackend"]

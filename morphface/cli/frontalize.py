@@ -1,0 +1,117 @@
+"""``morphface frontalize PATH -o OUT``: frontalise the face in an image or in every image of a folder.
+
+For each image, writes ``OUT/<name>_frontal.png``: the input, the completed UV texture and the
+frontalised image side by side. A file that cannot be read, has no face or cannot be fitted is
+reported on stderr and skipped; the exit code is 1 if any file failed, else 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+#: Suffixes treated as images when PATH is a folder (other files are listed as skipped).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "frontalize",
+        help="frontalise faces in photos (non-learned, 3DMM + UV texture)",
+        description="Fit the face model, unwrap the face into UV space with visibility, complete "
+        "it by mirroring and smooth filling, render it frontally and blend it into the "
+        "photo. Writes OUT/<name>_frontal.png panels: input | UV texture | frontal.",
+    )
+    p.add_argument("path", help="an image file or a folder of images")
+    p.add_argument("-o", "--output", required=True, help="output folder")
+    p.add_argument(
+        "--detector",
+        default="auto",
+        choices=["auto", "mediapipe", "dlib", "fan"],
+        help="landmark detector (auto: FAN if its weights are present, else MediaPipe, else dlib)",
+    )
+    p.add_argument("--height", type=int, default=512, help="height of each panel in pixels (default 512)")
+    p.add_argument(
+        "--texture-size",
+        type=int,
+        default=None,
+        help="UV texture resolution (default: the face's size in the image, rounded up to a power of two)",
+    )
+    p.add_argument("--neutral", action="store_true", help="render with a neutral expression")
+    p.add_argument(
+        "--placement",
+        choices=["box", "origin"],
+        default="box",
+        help="where the frontal face goes (see morphface.uv.frontalize)",
+    )
+    p.add_argument(
+        "--photometric-steps",
+        type=int,
+        default=0,
+        help="refine the landmark fit photometrically for this many steps (slow; default 0)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ..errors import MorphfaceError
+    from ..io import read_image, write_image
+    from ..uv.frontalize import frontalize, make_frontalize_detector
+
+    src, out = Path(args.path), Path(args.output)
+    if src.is_dir():
+        entries = sorted(p for p in src.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped = [p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+    elif src.exists():
+        files, skipped = [src], []
+    else:
+        print(
+            f"morphface frontalize: error: {src} does not exist (expected an image file or a folder)",
+            file=sys.stderr,
+        )
+        return 1
+    for p in skipped:
+        print(f"skipped {p}: not an image file (suffix {p.suffix or 'none'})", file=sys.stderr)
+    if not files:
+        print(
+            f"morphface frontalize: error: no image files in {src} (suffixes {', '.join(IMAGE_SUFFIXES)})",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        detector = make_frontalize_detector(args.detector)
+    except MorphfaceError as e:
+        print(f"morphface frontalize: error: {e}", file=sys.stderr)
+        return 1
+
+    out.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for path in tqdm(files, desc="frontalize", unit="image", file=sys.stderr):
+        try:
+            image = read_image(path)
+            result = frontalize(
+                image,
+                detector=detector,
+                texture_size=args.texture_size,
+                neutral_expression=args.neutral,
+                placement=args.placement,
+                photometric_steps=args.photometric_steps,
+            )
+            write_image(
+                out / f"{path.stem}_frontal.png",
+                result.side_by_side(image, height=args.height),
+            )
+        except MorphfaceError as e:  # unreadable file, no face, failed fit: report and go on
+            failed.append(path)
+            tqdm.write(f"failed {path}: {type(e).__name__}: {e}", file=sys.stderr)
+    done = len(files) - len(failed)
+    print(
+        f"frontalised {done} of {len(files)} image(s) into {out}"
+        + (f"; {len(failed)} failed" if failed else "")
+    )
+    return 1 if failed else 0

@@ -1,0 +1,640 @@
+"""Non-learned face frontalisation: fit, unwrap with visibility, complete, re-render frontally, blend.
+
+:func:`frontalize` runs, for each image:
+
+1. **Fit.** 68 landmarks from a detector (or given), then :func:`~morphface.fitting.fit_landmarks`
+   (perspective). The default detector prefers MediaPipe over dlib (:func:`make_frontalize_detector`):
+   dlib's landmarks collapse toward a frontal shape beyond ~35 degrees of yaw. 2D regressors (dlib,
+   FAN 2D) put the jaw points of a turned face on its silhouette, not on fixed skin points, so for
+   them the far-side jaw landmarks are re-assigned to the model's silhouette vertices and the fit
+   is repeated (:func:`fit_with_contour`, the "landmark marching" of Zhu et al., CVPR 2015).
+   Optionally :func:`~morphface.fitting.fit_photometric` refines the fit.
+2. **Unwrap** (:func:`~morphface.uv.unwrap`) into the UV layout of the model with its eye and mouth
+   openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes and the inside of the mouth
+   are part of the texture; visibility from the z-buffer, texels next to depth discontinuities
+   distrusted.
+3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
+4. **Render** the textured face with zero rotation (and, optionally, neutral expression).
+5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
+   frontal face where they met the turned one (:func:`warp_surroundings`: the region just outside
+   the old face outline is brought to just outside the new one, fading to no motion a third of a
+   face width away); without this, the parts of the turned face that the frontal face does not
+   cover (the profile of the nose, the far jaw) would stay beside it. The rendered face then
+   replaces the face region: Laplacian-pyramid blending (:func:`~morphface.uv.blend.laplacian_blend`)
+   with a nearly hard mask (the silhouette's outermost 0.5% dropped) and the render extended past
+   its silhouette by push-pull filling, so that the seam's colours are mixed over a wide band
+   while fine detail stays sharp on both sides and nothing of the old face shows through.
+
+**Where the frontal face goes.** At the fitted depth (so at the input face's scale), with the
+rotation set to zero. With ``placement="box"`` (default) the translation is then adjusted so
+that the frontal face's image bounding box has the same centre as the fitted face's: the face stays
+where it was in the picture and the surroundings move least. ``placement="origin"`` keeps the
+fitted translation itself (the head turns about the model origin, ~13 cm behind the nose tip, near
+the neck), which moves the face toward the middle of the head, as a physically turning head does.
+
+Output resolution (``output_size``) scales the camera's intrinsics and resizes the photo: the
+frontal face keeps its place in the picture.
+
+Limits: the result is only as good as the fit. Beyond ~50 degrees of yaw, or with landmarks off by
+more than a few pixels, texels of the face sample the background or the wrong feature (a grey nose
+tip, a second nostril on the cheek). A texel that no view shows is filled, never left empty.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import BackendUnavailableError, FitError, MorphfaceError
+from ..fitting.detectors import LandmarkDetector
+from ..fitting.landmark_fit import fit_landmarks
+from ..fitting.result import FitResult
+from ..morphable.model import MorphableModel
+from ..render import rasterize, vertex_normals
+from .blend import dilate, erode, feather_mask, laplacian_blend
+from .complete import complete_texture, push_pull_fill
+from .holes import fill_holes
+from .render import render_uv_texture
+from .unwrap import unwrap
+
+__all__ = [
+    "FrontalizeResult",
+    "frontalize",
+    "frontal_fit",
+    "fit_with_contour",
+    "make_frontalize_detector",
+    "warp_surroundings",
+]
+
+# iBUG-68 jaw points on the subject's left (+x) and right (-x) of the chin (point 8).
+_JAW_LEFT = list(range(9, 17))
+_JAW_RIGHT = list(range(0, 8))
+
+
+@dataclass
+class FrontalizeResult:
+    """What :func:`frontalize` returns.
+
+    Attributes:
+        image: ``(B, 3, H', W')`` the frontalised photos, RGB in ``[0, 1]``.
+        face_mask: ``(B, 1, H', W')`` the mask the rendered face was blended with (1: render).
+        texture: ``(B, 3, S, S)`` the completed UV texture (layout of ``fill_holes(model)``).
+        fit: the fit of the input images.
+        frontal_fit: the frontal pose and coefficients that were rendered (output image frame).
+        intermediates: with ``return_intermediates=True``: ``"overlay"`` (fitted mesh on the photo),
+            ``"unwrapped"``, ``"confidence"``, ``"visibility"`` (the raw unwrap), ``"source"``
+            (completion codes, see :class:`~morphface.uv.Completion`), ``"render"`` and
+            ``"render_mask"`` (the frontal render alone); else empty.
+    """
+
+    image: Tensor
+    face_mask: Tensor
+    texture: Tensor
+    fit: FitResult
+    frontal_fit: FitResult
+    intermediates: dict[str, Tensor] = field(default_factory=dict)
+
+    def side_by_side(self, source: Tensor, index: int = 0, height: int | None = None) -> Tensor:
+        """``(3, height, W)`` panel: input | UV texture | frontalised image, each scaled to ``height``.
+
+        Args:
+            source: ``(3, H, W)`` the input photo of batch entry ``index``.
+            height: panel height in pixels (default: the frontal image's height).
+        """
+        height = height or self.image.shape[-2]
+
+        def fit_height(x: Tensor) -> Tensor:
+            h, w = x.shape[-2:]
+            size = (height, max(1, round(w * height / h)))
+            return F.interpolate(x[None].float(), size=size, mode="bilinear", align_corners=False,
+                                 antialias=True)[0]
+
+        parts = [source.to(self.image.device), self.texture[index], self.image[index]]
+        return torch.cat([fit_height(x) for x in parts], dim=-1).clamp(0, 1)
+
+
+@functools.lru_cache(maxsize=2)
+def _default_model(region: str = "narrow") -> MorphableModel:
+    from ..morphable import load_default_model
+
+    return load_default_model(region)
+
+
+def _as_images(image) -> tuple[Tensor, list[str | None]]:
+    if isinstance(image, (str, Path)):
+        from ..io import read_image
+
+        return read_image(image)[None], [str(image)]
+    if not isinstance(image, Tensor) or image.dim() not in (3, 4) or image.shape[-3] != 3:
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"image must be a path or a (B, 3, H, W) / (3, H, W) float tensor; got {shape}")
+    if not image.is_floating_point():
+        raise ValueError(f"image must be a float tensor in [0, 1]; got dtype {image.dtype}")
+    images = image if image.dim() == 4 else image[None]
+    return images, [None] * images.shape[0]
+
+
+def make_frontalize_detector(backend: str = "auto") -> LandmarkDetector:
+    """The landmark detector :func:`frontalize` uses for a backend name.
+
+    ``"auto"`` prefers, in order, FAN (when its weights are present), MediaPipe and dlib: turned
+    faces are what frontalisation is for, and dlib's 68-point regressor pulls the landmarks of a
+    face turned beyond ~35 degrees toward a frontal shape (a 50-degree face fits at ~15 degrees),
+    while MediaPipe's face mesh keeps the pose. Other names go to
+    :func:`~morphface.fitting.make_detector`.
+    """
+    from ..fitting.detectors import available_detectors, make_detector
+
+    if backend != "auto":
+        return make_detector(backend)
+    status = available_detectors()
+    failures = []
+    for name in ("fan", "mediapipe", "dlib"):
+        if status.get(name) is not None:
+            failures.append(f"{name}: {status[name]}")
+            continue
+        try:
+            return make_detector(name)
+        except MorphfaceError as e:
+            failures.append(f"{name}: {e}")
+    raise BackendUnavailableError("no landmark detector can run here; tried:\n  " + "\n  ".join(failures))
+
+
+def _detect(images: Tensor, detector, names: list[str | None]) -> tuple[Tensor, str]:
+    det = detector if isinstance(detector, LandmarkDetector) else make_frontalize_detector(detector)
+    lms = []
+    for b in range(images.shape[0]):
+        name = names[b] or (f"image {b} of the batch" if images.shape[0] > 1 else None)
+        lms.append(det.detect_largest(images[b].detach().cpu(), name=name).landmarks_2d)
+    return torch.stack(lms).to(images), det.name
+
+
+def _check_fit_quality(fit: FitResult, landmarks: Tensor, max_error: float) -> None:
+    size = (landmarks.amax(1) - landmarks.amin(1)).norm(dim=-1)  # landmark box diagonal, px
+    rel = fit.residuals.to(size) / size.clamp(min=1e-6)
+    bad = torch.nonzero(rel > max_error).flatten().tolist()
+    if bad:
+        b = bad[0]
+        raise FitError(
+            f"the landmark fit failed for image {b}: reprojection RMSE {float(fit.residuals[b]):.1f} px "
+            f"for a face of {float(size[b]):.0f} px ({100 * float(rel[b]):.1f}% > the {100 * max_error:.0f}% "
+            f"allowed); are the landmarks iBUG-68 points of one face?"
+        )
+
+
+def fit_with_contour(
+    model: MorphableModel,
+    landmarks: Tensor,
+    image_size: tuple[int, int],
+    rounds: int = 2,
+    band_mm: float = 4.0,
+    min_yaw_degrees: float = 8.0,
+    **fit_kwargs,
+) -> FitResult:
+    """:func:`~morphface.fitting.fit_landmarks`, with the far-side jaw landmarks on the silhouette.
+
+    After a first fit, for a face turned by more than ``min_yaw_degrees`` each jaw landmark on the
+    side turned away (iBUG 9-16 for yaw > 0, 0-7 for yaw < 0) is re-assigned to the model vertex at
+    its height (mean-shape ``y`` within ``band_mm``) on that side which faces the camera and lies
+    furthest out in the image, i.e. on the silhouette where a 2D detector puts it; then the fit is
+    repeated. ``rounds`` such updates per image (images are refitted one at a time, since the
+    correspondences differ).
+
+    Args:
+        model: the morphable model (with the 68 landmarks).
+        landmarks: ``(B, 68, 2)`` detected landmarks, pixels.
+        image_size: ``(H, W)``.
+        **fit_kwargs: passed to :func:`~morphface.fitting.fit_landmarks`.
+
+    Returns:
+        :class:`~morphface.fitting.FitResult` for the batch.
+    """
+    fit = fit_landmarks(model, landmarks, image_size, **fit_kwargs)
+    if rounds <= 0 or model.landmarks.numel() != 68:
+        return fit
+    mean = model.mean.detach()
+    faces = model.triangles
+    out = []
+    for b in range(fit.batch_size):
+        f = fit[b]
+        ids = model.landmarks.clone()
+        for _ in range(rounds):
+            yaw = float(f.euler_degrees[0, 1])
+            if abs(yaw) < min_yaw_degrees:
+                break
+            side = 1.0 if yaw > 0 else -1.0
+            with torch.no_grad():
+                verts = f.vertices(model)
+                pix, _ = f.camera.project(verts)
+                normals = vertex_normals(verts, faces)
+                facing = ((normals * f.camera.view_directions(verts)).sum(-1) > 0)[0]
+                R = f.rotation[0].to(pix)
+                # image direction in which the model's +x (times side) axis points (image y is down)
+                direction = torch.stack([R[0, 0], -R[1, 0]]) * side
+                score = pix[0] @ direction
+                cand = facing & (side * mean[:, 0] > 0)
+            changed = False
+            for k in _JAW_LEFT if side > 0 else _JAW_RIGHT:
+                band = cand & ((mean[:, 1] - mean[model.landmarks[k], 1]).abs() < band_mm)
+                if not bool(band.any()):
+                    continue
+                best = int(torch.where(band, score, torch.full_like(score, -torch.inf)).argmax())
+                changed |= best != int(ids[k])
+                ids[k] = best
+            if not changed:
+                break
+            f = fit_landmarks(model, landmarks[b : b + 1], image_size, vertex_ids=ids, **fit_kwargs)
+        out.append(f)
+    return FitResult.cat(out) if len(out) > 1 else out[0]
+
+
+def _box_centre(pix: Tensor) -> Tensor:
+    return 0.5 * (pix.amin(1) + pix.amax(1))
+
+
+def frontal_fit(
+    fit: FitResult,
+    model: MorphableModel,
+    placement: str = "box",
+    neutral_expression: bool = False,
+    output_size: tuple[int, int] | None = None,
+) -> FitResult:
+    """The frontal pose that :func:`frontalize` renders (placement rules in the module doc).
+
+    Args:
+        fit: the fit of the input images.
+        model: the model whose vertices set the face's bounding box.
+        placement: ``"box"`` or ``"origin"``.
+        neutral_expression: zero the expression coefficients.
+        output_size: ``(H', W')`` of the output image (same aspect ratio as the input); default the
+            input size.
+
+    Returns:
+        A :class:`~morphface.fitting.FitResult` with zero angles, for images of ``output_size``.
+    """
+    if placement not in ("box", "origin"):
+        raise ValueError(f"placement must be 'box' or 'origin'; got {placement!r}")
+    exp = torch.zeros_like(fit.exp_coeffs) if neutral_expression else fit.exp_coeffs
+    zero = torch.zeros_like(fit.angles)
+    front = replace(
+        fit, angles=zero, exp_coeffs=exp, landmarks=None, target_landmarks=None, residuals=None, history=[]
+    )
+    if placement == "box":
+        with torch.no_grad():
+            verts = fit.vertices(model).to(fit.angles)
+            fverts = front.vertices(model).to(fit.angles)
+            target = _box_centre(fit.camera.project(verts)[0])
+            if fit.camera_kind == "perspective":
+                # Same camera-space centroid (hence the same depth and scale), then match box centres.
+                centroid = (verts @ fit.rotation.transpose(1, 2)).mean(1) + fit.translation
+                t = centroid - fverts.mean(1)
+                for _ in range(3):
+                    cam = replace(front, translation=t).camera
+                    d = target - _box_centre(cam.project(fverts)[0])
+                    depth = -(fverts.mean(1) + t)[:, 2]
+                    k = depth / fit.focal
+                    t = t + torch.stack([d[:, 0] * k, -d[:, 1] * k, torch.zeros_like(k)], dim=-1)
+            else:
+                t = fit.translation + target - _box_centre(front.camera.project(fverts)[0])
+        front = replace(front, translation=t.detach())
+    if output_size is not None:
+        H, W = fit.image_size
+        H2, W2 = int(output_size[0]), int(output_size[1])
+        sx, sy = W2 / W, H2 / H
+        if abs(sx - sy) > 0.01 * max(sx, sy):
+            raise ValueError(f"output_size {(H2, W2)} must keep the input's aspect ratio {(H, W)}")
+        s = 0.5 * (sx + sy)
+        scale_xy = fit.angles.new_tensor([sx, sy])
+        if fit.camera_kind == "perspective":
+            front = replace(
+                front,
+                focal=front.focal * s,
+                principal_point=front.principal_point * scale_xy,
+                image_size=(H2, W2),
+            )
+        else:
+            front = replace(
+                front, focal=front.focal * s, translation=front.translation * scale_xy, image_size=(H2, W2)
+            )
+    return front
+
+
+def _pixel_centres(size: tuple[int, int], like: Tensor) -> Tensor:
+    """``(H, W, 2)`` pixel centres ``(x, y)`` of an image of ``size``."""
+    H, W = size
+    x = torch.arange(W, dtype=like.dtype, device=like.device) + 0.5
+    y = torch.arange(H, dtype=like.dtype, device=like.device) + 0.5
+    return torch.stack([x.expand(H, W), y[:, None].expand(H, W)], dim=-1)
+
+
+def _radial_profile(mask: Tensor, bins: int) -> tuple[Tensor, Tensor]:
+    """Centroid ``(B, 2)`` and outline radius per angle bin ``(B, bins)`` of ``(B, 1, H, W)`` masks.
+
+    A bin's radius is that of the outermost pixel centre in it, then the largest of it and its two
+    neighbours (a narrow bin can miss the outermost pixels), then a 5-bin circular mean.
+    """
+    B = mask.shape[0]
+    q = _pixel_centres(tuple(mask.shape[-2:]), mask).reshape(-1, 2)
+    m = mask.reshape(B, -1)
+    area = m.sum(1, keepdim=True).clamp(min=1.0)
+    centre = (m @ q) / area
+    d = q[None] - centre[:, None]  # (B, P, 2)
+    r = d.norm(dim=-1)
+    k = ((torch.atan2(d[..., 1], d[..., 0]) + torch.pi) / (2 * torch.pi) * bins).long().clamp(0, bins - 1)
+    radius = torch.zeros(B, bins, dtype=mask.dtype, device=mask.device)
+    radius = radius.scatter_reduce(1, k, torch.where(m > 0.5, r, torch.zeros_like(r)), "amax")
+    # Bins no pixel fell in (tiny masks) take the neighbours' radius; then a light circular smoothing.
+    empty = radius <= 0
+    if bool(empty.any()):
+        fill = torch.where(empty, torch.full_like(radius, float("nan")), radius)
+        for _ in range(bins):
+            if not bool(torch.isnan(fill).any()):
+                break
+            fill = torch.where(
+                torch.isnan(fill),
+                torch.maximum(fill.roll(1, 1).nan_to_num(-1), fill.roll(-1, 1).nan_to_num(-1)).clamp(min=0),
+                fill,
+            )
+        radius = fill.nan_to_num(0.0)
+    radius = F.max_pool1d(F.pad(radius[:, None], (1, 1), mode="circular"), 3, stride=1)
+    kernel = torch.ones(1, 1, 5, dtype=mask.dtype, device=mask.device) / 5
+    radius = F.conv1d(F.pad(radius, (2, 2), mode="circular"), kernel)[:, 0]
+    return centre, radius
+
+
+def _lookup(radius: Tensor, angle: Tensor) -> Tensor:
+    """Linear interpolation of per-bin radii ``(B, K)`` at angles ``(B, P)`` (radians, -pi..pi)."""
+    K = radius.shape[1]
+    t = (angle + torch.pi) / (2 * torch.pi) * K - 0.5
+    i0 = torch.floor(t)
+    a = t - i0
+    i0 = i0.long() % K
+    r0 = radius.gather(1, i0)
+    r1 = radius.gather(1, (i0 + 1) % K)
+    return r0 * (1 - a) + r1 * a
+
+
+def warp_surroundings(
+    images: Tensor,
+    old_mask: Tensor,
+    new_mask: Tensor,
+    falloff: float = 0.35,
+    inset: float = 0.05,
+    bins: int = 360,
+) -> Tensor:
+    """Move the hair, ears and background around a face from its old outline to its new one.
+
+    Both face masks are star-shaped about their centroids. Seen from its centroid, the new face's
+    outline is at radius ``r_new(theta)`` and the old one's at ``r_old(theta)``. An output pixel at
+    ``(theta, r)`` outside the new face samples the input at radius ``r_old + (r - r_new)`` around
+    the old centroid, so the pixels just outside the new face are those that were just outside
+    the old one: nothing of the old, turned face is left beside the frontal one. The displacement
+    fades to zero (smoothstep) over ``max(falloff * face width, 2 * |r_new - r_old|)`` pixels
+    (wide enough that the warp never folds), so the rest of the photo is untouched. Inside the new
+    face (seen only under the blending seam) radii are scaled by ``(r_old - inset * width) / r_new``:
+    the seam mixes the rendered face with the old face's skin from a little inside its outline,
+    not with the outline itself (which, on the far side, is half background). This is the
+    idea of the background-preserving frontalisation of Zhu et al. (CVPR 2015), with a radial
+    correspondence instead of a background mesh.
+
+    Args:
+        images: ``(B, 3, H, W)`` input photos.
+        old_mask: ``(B, 1, H, W)`` the face's coverage in the input.
+        new_mask: ``(B, 1, H', W')`` its coverage in the output.
+        falloff: fading distance in face widths.
+        inset: how far inside the old outline the new outline samples from inside, in face widths.
+        bins: the most angle bins of the outlines (fewer for small faces: about 3 pixels of outline
+            per bin).
+
+    Returns:
+        ``(B, 3, H', W')`` the warped photos.
+    """
+    H, W = images.shape[-2:]
+    Ho, Wo = new_mask.shape[-2:]
+    base = (
+        images
+        if (Ho, Wo) == (H, W)
+        else F.interpolate(images, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True)
+    )
+    if not bool(new_mask.any()) or not bool(old_mask.any()):
+        return base.clone()
+    # About 3 pixels of outline per angle bin at the larger face, at most ``bins``.
+    extent = max(float(m.sum(dim=(1, 2, 3)).max()) for m in (old_mask, new_mask)) ** 0.5
+    bins = int(min(bins, max(32, round(2 * math.pi * extent / 1.77 / 3))))
+    c_old, r_old = _radial_profile(old_mask.to(images.dtype), bins)
+    c_new, r_new = _radial_profile(new_mask.to(images.dtype), bins)
+    B = images.shape[0]
+    width = 2 * r_new.amax(1, keepdim=True)
+    span = torch.maximum(falloff * width, 2 * (r_new - r_old).abs().amax(1, keepdim=True)).clamp(min=1.0)
+    # Only pixels within the fading distance of the new face move: resample that box alone.
+    reach = (r_new.amax(1) + span[:, 0]).amax() + 2
+    lo = (c_new - reach).amin(0).floor().clamp(min=0)
+    hi = (c_new + reach).amax(0).ceil()
+    x0, y0 = int(lo[0]), int(lo[1])
+    x1, y1 = min(Wo, int(hi[0])), min(Ho, int(hi[1]))
+    if x1 <= x0 or y1 <= y0:
+        return base.clone()
+    q = _pixel_centres((y1 - y0, x1 - x0), images).reshape(1, -1, 2) + images.new_tensor([x0, y0])
+    d = q - c_new[:, None]
+    r = d.norm(dim=-1).clamp(min=1e-6)
+    theta = torch.atan2(d[..., 1], d[..., 0])
+    rn = _lookup(r_new, theta).clamp(min=1.0)
+    ro = _lookup(r_old, theta)
+    t = ((r - rn) / span).clamp(0, 1)
+    fade = 1 - t * t * (3 - 2 * t)
+    ro_in = torch.maximum(ro - inset * width, 0.5 * ro)
+    r_src = torch.where(r < rn, r * ro_in / rn, r + fade * (ro - rn))
+    # The centre moves with the fade too, so that far pixels map to themselves.
+    centre = torch.where(
+        (r < rn)[..., None],
+        c_old[:, None].expand(B, r.shape[1], 2),
+        c_new[:, None] + fade[..., None] * (c_old - c_new)[:, None],
+    )
+    src = centre + (d / r[..., None]) * r_src[..., None]
+    src = torch.where((r >= rn)[..., None] & (fade[..., None] <= 0), q.expand(B, -1, -1), src)
+    scale = src.new_tensor([W / Wo, H / Ho])
+    src = src * scale if (Ho, Wo) != (H, W) else src
+    grid = torch.stack([src[..., 0] * (2.0 / W) - 1.0, src[..., 1] * (2.0 / H) - 1.0], dim=-1)
+    out = base.clone()
+    out[..., y0:y1, x0:x1] = F.grid_sample(
+        images, grid.view(B, y1 - y0, x1 - x0, 2), mode="bilinear", padding_mode="border", align_corners=False
+    )
+    return out
+
+
+def _coverage(fit: FitResult, model: MorphableModel, backend: str) -> Tensor:
+    """``(B, 1, H, W)`` float mask of the pixels the model covers in a fit's pose."""
+    cam = fit.camera
+    verts = fit.to(device=model.mean.device).vertices(model).to(device=cam.R.device, dtype=cam.R.dtype)
+    frags = rasterize(
+        cam.to_ndc(verts),
+        model.triangles.to(verts.device),
+        cam.image_size,
+        perspective=cam.is_perspective,
+        backend=backend,
+    )
+    return frags.mask[:, None].to(verts.dtype)
+
+
+def frontalize(
+    image,
+    model: MorphableModel | None = None,
+    detector="auto",
+    landmarks: Tensor | None = None,
+    fit: FitResult | None = None,
+    contour: bool | None = None,
+    photometric_steps: int = 0,
+    neutral_expression: bool = False,
+    texture_size: int | None = None,
+    output_size: tuple[int, int] | int | None = None,
+    placement: str = "box",
+    mirror: str | None = "blend",
+    max_fit_error: float = 0.1,
+    edge_margin: float = 0.05,
+    outline_margin: float = 0.04,
+    return_intermediates: bool = False,
+    backend: str = "auto",
+) -> FrontalizeResult:
+    """Frontalise the face in each image (steps and placement rule in the module doc).
+
+    Args:
+        image: ``(B, 3, H, W)`` / ``(3, H, W)`` float RGB in ``[0, 1]``, or an image file path.
+        model: the morphable model to fit (default: the embedded ICT model's ``"narrow"`` face
+            region, forehead to chin); its holes are closed internally.
+        detector: a :class:`~morphface.fitting.LandmarkDetector` or a backend name
+            (:func:`make_frontalize_detector`); not used when ``landmarks`` or ``fit`` is given.
+        landmarks: ``(B, 68, 2)`` iBUG-68 landmarks in pixels, instead of detecting them.
+        fit: a :class:`~morphface.fitting.FitResult` of these images for ``model``, instead of fitting.
+        contour: treat the far-side jaw landmarks as silhouette points (:func:`fit_with_contour`).
+            Right for 2D regressors (dlib, FAN 2D), whose jaw points follow the visible outline;
+            wrong for MediaPipe (its points are projections of a fitted 3D mesh) and for landmarks
+            that are projections of the model's own landmark vertices. ``None``: True for the dlib
+            and FAN detectors, False for MediaPipe and for given ``landmarks``.
+        photometric_steps: if > 0, refine the landmark fit with that many steps of
+            :func:`~morphface.fitting.fit_photometric`.
+        neutral_expression: render with zero expression (default: keep the fitted expression).
+        texture_size: UV texture resolution ``S``; default: the power of two at or above the
+            fitted face's size in the image (its landmark box's longer side), between 128 and 1024
+            (finer textures than the photo's own resolution only cost time).
+        output_size: ``(H', W')`` or one side length for a square input; default the input size.
+        placement: ``"box"`` or ``"origin"`` (module doc).
+        mirror: completion mode, see :func:`~morphface.uv.complete_texture`.
+        max_fit_error: a fit whose landmark RMSE exceeds this fraction of the landmark box diagonal
+            raises :class:`~morphface.errors.FitError`.
+        edge_margin: texels within this fraction of the face width of a depth discontinuity
+            (outline, nose) are distrusted (see :func:`~morphface.uv.unwrap`).
+        outline_margin: the old face's outline is grown by this fraction of its width before the
+            surroundings are moved (:func:`warp_surroundings`), so that parts of the real face
+            beyond the fitted silhouette do not stay beside the frontal face.
+        return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
+        backend: rasteriser backend.
+
+    Returns:
+        :class:`FrontalizeResult`.
+
+    Raises:
+        NoFaceError: the detector found no face.
+        ImageReadError: ``image`` is a path that cannot be read.
+        FitError: the fit failed or is too poor to use.
+        ValueError: bad shapes or options.
+    """
+    images, names = _as_images(image)
+    B, _, H, W = images.shape
+    model = _default_model() if model is None else model
+    if isinstance(output_size, int):
+        output_size = (round(output_size * H / max(H, W)), round(output_size * W / max(H, W)))
+    if fit is None:
+        if landmarks is None:
+            landmarks, det_name = _detect(images, detector, names)
+            if contour is None:
+                contour = det_name in ("dlib", "fan")
+        lms = torch.as_tensor(landmarks).to(images)
+        lms = lms if lms.dim() == 3 else lms[None]
+        if lms.shape[0] != B:
+            raise ValueError(f"landmarks are for {lms.shape[0]} images; got {B} images")
+        fit = fit_with_contour(model, lms, (H, W)) if contour else fit_landmarks(model, lms, (H, W))
+        fit.check_finite()
+        _check_fit_quality(fit, lms, max_fit_error)
+        if photometric_steps > 0:
+            from ..fitting.photometric import fit_photometric
+
+            fit = fit_photometric(
+                model, images, init=fit, landmarks=lms, steps=photometric_steps, backend=backend
+            )
+            fit.check_finite()
+    elif fit.batch_size != B or tuple(fit.image_size) != (H, W):
+        raise ValueError(f"fit is for {fit.batch_size} images of {fit.image_size}; got {B} of {(H, W)}")
+    # Coefficients live with the model (its bases), images wherever they are.
+    fit = fit.detach().to(device=model.mean.device)
+
+    face = fill_holes(model)
+    if texture_size is None:
+        lm = (
+            fit.landmarks
+            if fit.landmarks is not None
+            else fit.camera.project(fit.vertices(model)[:, model.landmarks.clamp(min=0)])[0]
+        )
+        side = float((lm.amax(1) - lm.amin(1)).amax())
+        texture_size = int(min(1024, max(128, 2 ** math.ceil(math.log2(max(side, 1.0))))))
+    unwrapped = unwrap(images, fit, face, size=texture_size, edge_margin=edge_margin, backend=backend)
+    completion = complete_texture(unwrapped, face, fit, mirror=mirror)
+    front = frontal_fit(
+        fit, face, placement=placement, neutral_expression=neutral_expression, output_size=output_size
+    )
+    rendered = render_uv_texture(
+        completion.texture,
+        face,
+        front.to(images).camera,
+        verts=front.vertices(face).to(images),
+        backend=backend,
+    )
+    with torch.no_grad():
+        old_mask = _coverage(fit.to(images), face, backend)
+        # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
+        # surroundings a little further out.
+        old_width = float((old_mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
+        old_mask = dilate(old_mask, int(round(outline_margin * old_width)))
+        background = warp_surroundings(images, old_mask, rendered.mask)
+    width = float((rendered.mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
+    soft = torch.zeros_like(rendered.mask)
+    out = background.clone()
+    if bool(rendered.mask.any()):
+        # Blend in the box around the face: outside it the mask is 0 and the result is the background.
+        levels = max(0, int(math.floor(math.log2(max(width, 8.0) / 8.0))))
+        pad = 2 ** (levels + 2) + int(0.05 * width)
+        Ho, Wo = rendered.mask.shape[-2:]
+        rows = torch.nonzero(rendered.mask.amax(dim=(0, 1, 3)) > 0).flatten()
+        cols = torch.nonzero(rendered.mask.amax(dim=(0, 1, 2)) > 0).flatten()
+        y0, y1 = max(0, int(rows[0]) - pad), min(Ho, int(rows[-1]) + pad + 1)
+        x0, x1 = max(0, int(cols[0]) - pad), min(Wo, int(cols[-1]) + pad + 1)
+        box = (..., slice(y0, y1), slice(x0, x1))
+        # A nearly hard mask (the silhouette's outermost pixels dropped, 1 px of antialiasing): the
+        # pyramid mixes the low frequencies over a wide band but keeps fine detail sharp on each
+        # side, so no structure of the old face shows through. The face is extended outside its
+        # silhouette by push-pull filling, which is what the coarse bands see there.
+        soft[box] = feather_mask(rendered.mask[box], erode_px=0.005 * width, blur_px=1.0)
+        extended = push_pull_fill(rendered.image[box], erode(rendered.mask[box], int(round(0.005 * width))))
+        out[box] = laplacian_blend(extended, background[box], soft[box], levels=levels)
+    out = out.clamp(0.0, 1.0)
+
+    extra: dict[str, Tensor] = {}
+    if return_intermediates:
+        extra = {
+            "overlay": fit.to(images).render_overlay(model, images, backend=backend),
+            "unwrapped": unwrapped.texture,
+            "confidence": unwrapped.confidence,
+            "visibility": unwrapped.mask,
+            "source": completion.source,
+            "render": rendered.image,
+            "render_mask": rendered.mask,
+            "background": background,
+        }
+    return FrontalizeResult(
+        image=out, face_mask=soft, texture=completion.texture, fit=fit, frontal_fit=front, intermediates=extra
+    )

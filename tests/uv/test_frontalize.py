@@ -1,0 +1,206 @@
+"""frontalize end to end on rendered faces, its placement and options; holes, blending, warping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from morphface.errors import FitError
+from morphface.render import rasterize, render_textured
+from morphface.uv import fill_holes, frontal_fit, frontalize, laplacian_blend, model_uv_layout, uv_overlap
+from morphface.uv.frontalize import warp_surroundings
+from morphface.uv.holes import CAP_VERTEX_SET
+from morphface.uv.mesh import boundary_loops
+from morphface.uv.synthetic import random_face_texture, synthetic_face
+
+
+def _face_psnr(image, truth_fit, face, full, narrow, texture):
+    """PSNR of ``image`` against the true frontal render, over the face region (eroded 2 px)."""
+    front = frontal_fit(truth_fit, face)
+    cam = front.camera
+    truth = render_textured(front.vertices(full), full.triangles, full.uv, None, texture, cam).image
+    region = (
+        rasterize(cam.to_ndc(front.vertices(narrow)), narrow.triangles, cam.image_size).mask[:, None].float()
+    )
+    region = -F.max_pool2d(-region, 5, 1, 2)
+
+    def psnr(x):
+        mse = (((x - truth) ** 2).mean(1, keepdim=True) * region).sum() / region.sum()
+        return 10 * math.log10(1.0 / float(mse))
+
+    return psnr, region
+
+
+def test_frontalize_a_rendered_face_beats_the_mean_colour_baseline(narrow_model, full_model):
+    scene = synthetic_face(30, 256, 256, torch.Generator().manual_seed(7))
+    result = frontalize(scene.image, landmarks=scene.landmarks, contour=False, texture_size=256)
+    assert result.image.shape == scene.image.shape and bool(torch.isfinite(result.image).all())
+    assert result.texture.shape == (1, 3, 256, 256)
+    assert abs(float(result.fit.euler_degrees[0, 1]) - 30) < 5
+    psnr, region = _face_psnr(
+        result.image, scene.truth, fill_holes(narrow_model), full_model, narrow_model, scene.texture
+    )
+    seen = (
+        rasterize(
+            scene.truth.camera.to_ndc(scene.truth.vertices(narrow_model)), narrow_model.triangles, (256, 256)
+        )
+        .mask[:, None]
+        .float()
+    )
+    mean_colour = (scene.image * seen).sum((2, 3), keepdim=True) / seen.sum()
+    ours, baseline = psnr(result.image), psnr(mean_colour.expand_as(result.image))
+    assert ours > 22.0 and ours > baseline + 3.0, (ours, baseline)
+
+
+def test_frontal_fit_placement_and_options(narrow_model):
+    scene = synthetic_face(40, 128, 64, torch.Generator().manual_seed(2))
+    truth = scene.truth
+    truth.exp_coeffs[:, 0] = 0.5
+    face = fill_holes(narrow_model)
+    front = frontal_fit(truth, face)
+    assert float(front.angles.abs().max()) == 0 and torch.equal(front.exp_coeffs, truth.exp_coeffs)
+    # box placement: same image box centre and the same depth of the face centroid
+    box = [
+        0.5 * (p.amin(1) + p.amax(1))
+        for p in (
+            truth.camera.project(truth.vertices(face))[0],
+            front.camera.project(front.vertices(face))[0],
+        )
+    ]
+    assert float((box[0] - box[1]).abs().max()) < 0.5
+    depth = [
+        (f.vertices(face) @ f.rotation.transpose(1, 2) + f.translation[:, None]).mean(1)[:, 2]
+        for f in (truth, front)
+    ]
+    assert abs(float(depth[0] - depth[1])) < 1e-3
+    origin = frontal_fit(truth, face, placement="origin", neutral_expression=True)
+    assert torch.equal(origin.translation, truth.translation) and float(origin.exp_coeffs.abs().max()) == 0
+    big = frontal_fit(truth, face, output_size=(256, 256))
+    assert big.image_size == (256, 256)
+    p_small = front.camera.project(front.vertices(face))[0]
+    p_big = big.camera.project(big.vertices(face))[0]
+    assert torch.allclose(p_big, 2 * p_small, atol=1e-2)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        frontal_fit(truth, face, output_size=(256, 128))
+
+
+def test_frontalize_options_and_intermediates():
+    scene = synthetic_face(-25, 128, 64, torch.Generator().manual_seed(4))
+    result = frontalize(
+        scene.image[0],
+        landmarks=scene.landmarks[0],
+        contour=False,
+        texture_size=64,
+        output_size=192,
+        neutral_expression=True,
+        return_intermediates=True,
+    )
+    assert result.image.shape == (1, 3, 192, 192) and result.face_mask.shape == (1, 1, 192, 192)
+    assert float(result.frontal_fit.exp_coeffs.abs().max()) == 0
+    assert {
+        "overlay",
+        "unwrapped",
+        "confidence",
+        "visibility",
+        "source",
+        "render",
+        "render_mask",
+        "background",
+    } <= set(result.intermediates)
+    assert (
+        float(result.face_mask.max()) == pytest.approx(1.0, abs=1e-4) and float(result.face_mask.min()) >= 0
+    )
+
+
+def test_a_failed_fit_is_a_named_error():
+    scene = synthetic_face(0, 128, 64, torch.Generator().manual_seed(5))
+    nonsense = torch.rand(1, 68, 2, generator=torch.Generator().manual_seed(0)) * 128
+    with pytest.raises(FitError, match="reprojection RMSE"):
+        frontalize(scene.image, landmarks=nonsense, contour=False, texture_size=64)
+    with pytest.raises(ValueError, match="landmarks are for 2 images"):
+        frontalize(scene.image, landmarks=torch.cat([scene.landmarks] * 2), contour=False, texture_size=64)
+
+
+def test_fill_holes_closes_the_eyes_and_mouth(narrow_model):
+    capped = fill_holes(narrow_model)
+    assert fill_holes(narrow_model) is capped
+    assert len(boundary_loops(narrow_model.triangles)) == 4 and len(boundary_loops(capped.triangles)) == 1
+    caps = capped.vertex_set(CAP_VERTEX_SET)
+    assert caps.tolist() == list(range(narrow_model.n_vertices, narrow_model.n_vertices + 3))
+    assert torch.equal(capped.mean[: narrow_model.n_vertices], narrow_model.mean)
+    # the caps follow expressions as the mean of their rim
+    exp = torch.zeros(1, narrow_model.n_exp)
+    exp[0, narrow_model.exp_names.index("jawOpen")] = 1.0
+    verts = capped(None, exp)[0]
+    for loop in boundary_loops(narrow_model.triangles)[1:]:
+        centre = verts[caps]
+        assert float((centre - verts[loop].mean(0)).norm(dim=1).min()) < 1e-4
+    layout = model_uv_layout(capped)
+    assert uv_overlap(layout, size=256).texels == 0
+    assert bool((layout.uv >= 0).all() and (layout.uv <= 1).all())
+
+
+def test_laplacian_blend_extremes_and_seam():
+    g = torch.Generator().manual_seed(0)
+    fg, bg = torch.rand(1, 3, 70, 90, generator=g), torch.rand(1, 3, 70, 90, generator=g)
+    ones, zeros = torch.ones(1, 1, 70, 90), torch.zeros(1, 1, 70, 90)
+    assert torch.allclose(laplacian_blend(fg, bg, ones), fg, atol=1e-5)
+    assert torch.allclose(laplacian_blend(fg, bg, zeros), bg, atol=1e-5)
+    half = torch.zeros(1, 1, 70, 90)
+    half[..., :45] = 1
+    out = laplacian_blend(torch.full_like(fg, 0.2), torch.full_like(bg, 0.8), half)
+    assert float(out[..., :10].mean()) == pytest.approx(0.2, abs=0.02)
+    assert float(out[..., -10:].mean()) == pytest.approx(0.8, abs=0.02)
+    assert bool((out[..., 1:] - out[..., :-1] >= -1e-6).all())  # a monotone ramp, no ringing
+
+
+def test_warp_surroundings_moves_the_outline_and_keeps_the_distance():
+    H = W = 96
+    yy, xx = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    image = torch.stack([xx / W, yy / H, torch.zeros_like(xx)])[None]
+    old = (((xx - 40) ** 2 + (yy - 48) ** 2) < 15**2).float()[None, None]
+    new = (((xx - 50) ** 2 + (yy - 48) ** 2) < 15**2).float()[None, None]
+    same = warp_surroundings(image, old, old)
+    outside = old.expand_as(image) == 0
+    assert torch.allclose(same[outside], image[outside], atol=1e-5)  # nothing moves outside the face
+    # inside, the face's own pixels are drawn from a little inside the outline (never outside it)
+    assert torch.allclose(same[..., 48, 40], image[..., 48, 40], atol=2e-3)
+    warped = warp_surroundings(image, old, new)
+    # just outside the new outline: what was just outside the old one (shifted by -10 px in x)
+    assert float(warped[0, 0, 48, 65]) == pytest.approx((65.5 - 10) / W, abs=0.01)
+    # far away: untouched
+    assert torch.allclose(warped[..., :, :4], image[..., :, :4], atol=1e-5)
+    assert torch.allclose(warped[..., :4, :], image[..., :4, :], atol=1e-5)
+
+
+def test_random_face_texture_is_deterministic_and_has_features(narrow_model):
+    a = random_face_texture(128, torch.Generator().manual_seed(3))
+    b = random_face_texture(128, torch.Generator().manual_seed(3))
+    c = random_face_texture(128, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.shape == (3, 128, 128) and float(a.min()) >= 0 and float(a.max()) <= 1
+    uv = narrow_model.uv[narrow_model.landmarks]
+
+    def at(k):
+        u, v = uv[k]
+        return a[:, int((1 - v) * 128), int(u * 128)]
+
+    skin = at(28)  # the nose bridge
+    brow = a[:, int((1 - uv[19, 1] - 0.01) * 128), int(uv[19, 0] * 128)]
+    assert float(brow.mean()) < float(skin.mean()) - 0.15  # dark brows
+    lip = at(51)
+    assert float(lip[1] / lip[0]) < float(skin[1] / skin[0]) - 0.03  # lips redder (less green) than skin
+    assert float(lip.mean()) < float(skin.mean())
+
+
+@pytest.mark.cuda
+def test_frontalize_on_cuda_matches_cpu():
+    scene = synthetic_face(25, 128, 64, torch.Generator().manual_seed(6))
+    cpu = frontalize(scene.image, landmarks=scene.landmarks, contour=False, texture_size=64)
+    gpu = frontalize(scene.image.cuda(), landmarks=scene.landmarks.cuda(), contour=False, texture_size=64)
+    assert gpu.image.device.type == "cuda" and gpu.texture.device.type == "cuda"
+    # different rasteriser backends and float reductions: compare loosely
+    assert float((gpu.image.cpu() - cpu.image).abs().mean()) < 0.01
