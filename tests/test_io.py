@@ -25,8 +25,6 @@ from morphface.io import (
 )
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "liveportrait_d20_talking.mp4"
-if not CLIP.is_file():
-    CLIP = Path("/work/shared/testdata/liveportrait_d20_talking.mp4")
 
 
 def _hwc(x: torch.Tensor) -> np.ndarray:

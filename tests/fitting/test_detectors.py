@@ -30,8 +30,6 @@ from morphface.fitting.detectors import (
 from morphface.io import read_image
 
 TESTDATA = Path(__file__).resolve().parents[3] / "shared" / "testdata"
-if not TESTDATA.is_dir():
-    TESTDATA = Path("/work/shared/testdata")
 DATA = Path(__file__).parent / "data"
 
 FRONTAL = ["astronaut_eileen_collins.png", "cc0_001_frontal_neutral_woman.jpg",
