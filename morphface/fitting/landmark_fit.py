@@ -296,9 +296,9 @@ def fit_landmarks(
     n_exp: int | None = None,
     landmark_sigma: float = 2.0,
     exp_reg: float = 1.0,
-    iterations: int = 3,
-    pose_steps: int = 3,
-    gn_steps: int = 10,
+    iterations: int = 2,
+    pose_steps: int = 2,
+    gn_steps: int = 8,
     id_coeffs: Tensor | None = None,
     shared_identity: bool = False,
 ) -> FitResult:
