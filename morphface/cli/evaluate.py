@@ -16,14 +16,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._checkpoint import add_checkpoint_arguments, load_checkpoint_pipeline
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="measure a trained reenactment checkpoint on a clip cache",
                        description="Self- or cross-identity reenactment metrics of a HeadGAN/IFaceUV "
                                    "checkpoint on clips of a preprocessed cache; writes metrics.json/.csv "
                                    "and results.mp4.")
-    p.add_argument("checkpoint",
-                   help="a training checkpoint (step_N.safetensors, its .json, or a run folder)")
+    add_checkpoint_arguments(p)
     p.add_argument("--data", required=True, help="clip cache root (<identity>/<video>/<clip>/ folders)")
     p.add_argument("--split", choices=("train", "test", "all"), default="test",
                    help="'test': the last floor(test_fraction * n) identities by name (the training "
@@ -45,10 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--baselines", action="store_true",
                    help="also score two references on the same clips (L1/PSNR/SSIM): copying the source frame, "
                         "and the pipeline's warp-only output (self mode)")
-    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per generator call")
-    p.add_argument("--no-ema", action="store_true",
-                   help="use the raw generator weights instead of the EMA ones")
     p.set_defaults(func=run)
 
 
@@ -60,14 +57,13 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import MorphfaceError
     from ..fitting import FitResult
     from ..metrics import EvalClip, evaluate_reenactment
-    from ..pipelines import load_pipeline, rescale_fit
+    from ..pipelines import rescale_fit
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         from ..data import split_identities
         from ..data.cache import PARAMS_NAME, find_clips, load_audio_features, read_clip_frames
 
-        pipe = load_pipeline(args.checkpoint, ema=False if args.no_ema else None, map_location=device)
+        pipe = load_checkpoint_pipeline(args)
         records = find_clips(args.data)
         identities = sorted({r.identity for r in records})
         chosen = set(split_identities(identities, args.split, args.test_fraction, args.test_identities))

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 
+from ._checkpoint import add_checkpoint_arguments, load_checkpoint_pipeline
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("reenact", help="drive a source photo with a video using a trained HeadGAN/IFaceUV",
                        description="Reenact the face in --source with the expressions and head motion of "
                                    "--driving; writes source | driving | output side by side.")
-    p.add_argument("checkpoint",
-                   help="a training checkpoint (step_N.safetensors, its .json, or a run folder)")
+    add_checkpoint_arguments(p)
     p.add_argument("--source", required=True, help="source image (the identity)")
     p.add_argument("--driving", required=True, help="driving video (expression, pose, audio)")
     p.add_argument("-o", "--output", required=True, help="output .mp4")
@@ -25,10 +26,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="transfer motion relative to the first driving frame (keeps the source's pose)")
     p.add_argument("--max-frames", type=int, default=None, help="use only the first N driving frames")
     p.add_argument("--detector", default=None, help="landmark detector backend (default: the pipeline's)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    p.add_argument("--batch-size", type=int, default=8, help="frames per generator call")
-    p.add_argument("--no-ema", action="store_true",
-                   help="use the raw generator weights instead of the EMA ones")
     p.set_defaults(func=run)
 
 
@@ -39,11 +36,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import MorphfaceError
     from ..io import probe_video, read_image, read_video, write_video
-    from ..pipelines import load_pipeline
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        pipe = load_pipeline(args.checkpoint, ema=False if args.no_ema else None, map_location=device)
+        pipe = load_checkpoint_pipeline(args)
         if args.detector:
             from ..fitting import make_detector
 

@@ -33,8 +33,12 @@ def test_evaluate_self_and_cross(checkpoint, cache, tmp_path, capsys):
     assert "has no clips" in capsys.readouterr().err
     out = tmp_path / "eval"
     assert main(["evaluate", str(checkpoint), "--data", str(cache), "-o", str(out), "--mode", "self",
-                 "--split", "all"]) == 0
+                 "--split", "all", "--baselines"]) == 0
     assert "PSNR" in capsys.readouterr().out
+    # baselines: copying the source frame, and the pipeline's warp-only output (a different image)
+    copy = json.loads((out / "metrics_copy_source.json").read_text())["metrics"]
+    warp = json.loads((out / "metrics_warp_only.json").read_text())["metrics"]
+    assert 0 < copy["L1"] < 255 and 0 < warp["L1"] < 255 and copy["L1"] != warp["L1"]
     data = json.loads((out / "metrics.json").read_text())
     assert {"L1", "PSNR", "SSIM", "CSIM"} <= set(data["metrics"]) and data["counts"]["frames"] == 4
     assert 0 < data["metrics"]["L1"] < 255 and -1 <= data["metrics"]["SSIM"] <= 1

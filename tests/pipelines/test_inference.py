@@ -44,6 +44,11 @@ def test_reenact_with_known_parameters(headgan, clip, narrow_model):
     vec = headgan.layout.pack(other)
     assert torch.allclose(headgan.reenact(frames[0], driving_params=vec, source_fit=fit[0]), out, atol=1e-6)
     assert headgan.training  # inference restores the mode it found
+    # the warp-only ablation is the flow network's warped source, not the rendered frame
+    warped = headgan.reenact(frames[0], driving_params=other, source_fit=fit[0], output="warped")
+    assert warped.shape == out.shape and _in_unit_range(warped) and not torch.allclose(warped, out)
+    with pytest.raises(ValueError, match="output"):
+        headgan.reenact(frames[0], driving_params=other, source_fit=fit[0], output="flow")
     with pytest.raises(ValueError, match="driving_frames"):
         headgan.reenact(frames[0], source_fit=fit[0])
 
