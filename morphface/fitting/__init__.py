@@ -7,6 +7,12 @@ detector is built.
 
 from .accuracy import aligned_vertex_error, rotation_error_degrees, similarity_align
 from .crop import CropTransform, crop_box_from_landmarks, smooth_crop_track, square_box
+from .dense import (
+    DenseCorrespondence,
+    estimate_dense_correspondence,
+    fit_dense_landmarks,
+    load_dense_correspondence,
+)
 from .detectors import (
     IBUG68_FLIP,
     MEDIAPIPE_TO_IBUG68,
@@ -30,6 +36,10 @@ __all__ = [
     "FitResult",
     "default_focal",
     "fit_landmarks",
+    "fit_dense_landmarks",
+    "DenseCorrespondence",
+    "load_dense_correspondence",
+    "estimate_dense_correspondence",
     "fit_image",
     "fit_video",
     "fit_photometric",

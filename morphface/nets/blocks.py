@@ -11,12 +11,16 @@
 * :class:`PixelShuffleUp`: x``scale`` up-sampling by sub-pixel rearrangement (optionally after a conv).
 * :class:`ConvBlock`: conv (optionally spectral-normalised) + norm + activation, the unit of encoders
   and discriminators.
+* :func:`blend_output` / :func:`init_blend_head`: an optional output head that predicts colours and a
+  soft mask and blends the colours with an image the network was given (e.g. the warped reference),
+  as few-shot vid2vid (Wang et al. 2019) and FOMM's occlusion masks do.
 
 All blocks are dtype/device agnostic and work under autocast.
 """
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
@@ -32,7 +36,48 @@ __all__ = [
     "AdaINBlock",
     "PixelShuffleUp",
     "ConvBlock",
+    "blend_output",
+    "init_blend_head",
 ]
+
+#: Initial mask logit of :func:`init_blend_head`: sigmoid(2) = 0.88 of the given image at the start.
+BLEND_INIT_LOGIT = 2.0
+
+
+def blend_output(head: Tensor, base: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Blend a network's colour prediction with an image it was given, by a mask it predicts.
+
+    ``out = m * base + (1 - m) * tanh(colour)`` with ``m = sigmoid(mask logit)``: the network keeps
+    what ``base`` already gets right (pixels the warp moved correctly) and synthesises the rest
+    (disocclusions, the mouth interior, regions the warp smeared). Starting near ``base`` makes a
+    briefly trained generator no worse than its input, which a from-scratch tanh output is not.
+
+    Args:
+        head: ``(B, C + 1, H, W)`` raw output: ``C`` colour logits, then one mask logit.
+        base: ``(B, C, H, W)`` the image to blend with, in [-1, 1].
+        valid: optional ``(B, 1, H, W)`` validity of ``base`` in [0, 1] (multiplies the mask: invalid
+            pixels of ``base`` are never copied).
+
+    Returns:
+        ``(B, C, H, W)`` in [-1, 1].
+    """
+    c = base.shape[1]
+    if head.dim() != 4 or head.shape[1] != c + 1 or head.shape[-2:] != base.shape[-2:]:
+        raise ValueError(f"blend_output needs head (B, {c + 1}, H, W) matching base {tuple(base.shape)}; got "
+                         f"{tuple(head.shape)}")
+    mask = torch.sigmoid(head[:, c:])
+    if valid is not None:
+        mask = mask * valid.to(mask)
+    return mask * base + (1 - mask) * torch.tanh(head[:, :c])
+
+
+def init_blend_head(conv: nn.Conv2d) -> None:
+    """Initialise the conv that feeds :func:`blend_output`: the mask channel (the last) starts at
+    :data:`BLEND_INIT_LOGIT` with small weights, so the output starts close to the given image."""
+    with torch.no_grad():
+        conv.weight[-1].mul_(0.1)
+        if conv.bias is not None:
+            conv.bias[-1].fill_(BLEND_INIT_LOGIT)
 
 
 def scaled_channels(channels: int, width: float) -> int:

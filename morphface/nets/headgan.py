@@ -18,6 +18,11 @@ SPADE blocks at the bottleneck, then per scale a SPADE block and a parameter-fre
 trades channels for resolution (512 -> 128 -> 32), which is why the channel counts grow by 4.
 The blocks have no skip path (HeadGAN's description). The flow head starts near zero so that an
 untrained F is close to the identity warp.
+
+``blend_warped=True`` (not in HeadGAN; off by default) gives R a fifth output channel, a soft mask that
+blends its colours with F's warped reference (:func:`morphface.nets.blocks.blend_output`, as few-shot
+vid2vid does): R then only has to synthesise what the warp cannot provide, which a small generator
+trained for minutes needs (see the README's training results).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import check_map, check_vector
-from .blocks import AdaINBlock, ConvBlock, PixelShuffleUp, SPADEBlock, scaled_channels
+from .blocks import AdaINBlock, ConvBlock, PixelShuffleUp, SPADEBlock, blend_output, init_blend_head, scaled_channels
 from .warp import resize_flow, warp
 
 __all__ = [
@@ -188,6 +193,7 @@ class RenderingNetConfig:
         spectral: spectral normalisation on the convs.
         cond_interpolation: SPADE resize mode (only the warped image can need it; sizes match).
         width: channel multiplier.
+        blend_warped: predict a mask and blend the output with the warped reference (module docstring).
     """
 
     image_channels: int = 3
@@ -200,6 +206,7 @@ class RenderingNetConfig:
     spectral: bool = True
     cond_interpolation: str = "nearest"
     width: float = 1.0
+    blend_warped: bool = False
 
     @property
     def channels(self) -> tuple[int, int, int]:
@@ -228,9 +235,13 @@ class RenderingNet(nn.Module):
         self.adain = nn.ModuleList([adain(c) for c in (c0, c1, c2)]) if cfg.use_audio else None
         self.up = nn.ModuleList([PixelShuffleUp(c1, c0), PixelShuffleUp(c2, c1)])
         self.spade_image = spade(c0, cfg.image_channels)
-        self.head = nn.Sequential(nn.LeakyReLU(0.2),
-                                  nn.Conv2d(c0, cfg.image_channels, 7, padding=3, padding_mode="reflect"),
-                                  nn.Tanh())
+        out = cfg.image_channels + int(cfg.blend_warped)
+        conv = nn.Conv2d(c0, out, 7, padding=3, padding_mode="reflect")
+        if cfg.blend_warped:
+            init_blend_head(conv)
+            self.head = nn.Sequential(nn.LeakyReLU(0.2), conv)
+        else:
+            self.head = nn.Sequential(nn.LeakyReLU(0.2), conv, nn.Tanh())
 
     def forward(self, driving_faces: Tensor, warped_features: tuple[Tensor, Tensor, Tensor] | list[Tensor],
                 warped_image: Tensor, audio: Tensor | None = None) -> Tensor:
@@ -269,6 +280,8 @@ class RenderingNet(nn.Module):
             if s > 0:
                 x = self.up[s - 1](x)
         x = self.spade_image(x, warped_image)
+        if cfg.blend_warped:
+            return blend_output(self.head(x), warped_image)
         return self.head(x)
 
 
@@ -288,6 +301,7 @@ class HeadGANConfig:
     cond_interpolation: str = "nearest"
     padding_mode: str = "border"
     width: float = 1.0
+    blend_warped: bool = False
 
     def flow_config(self) -> DenseFlowNetConfig:
         """The :class:`DenseFlowNetConfig` with these shared sizes."""

@@ -18,6 +18,11 @@ Identity Preservation via UV map" (2023), which builds on PIRenderer (Ren et al.
 * :class:`EditingNet`: an :class:`AdaINUNet` on concat(source, warped, combined image) -> final image
   (tanh).
 
+With ``blend_input=True`` (not in IFaceUV; off by default) the UV refinement and editing nets predict one
+more channel, a soft mask that blends their colours with their main input (the synthetic UV map, the
+combined image; :func:`morphface.nets.blocks.blend_output`): they start as the identity on that input
+and learn corrections, which small networks trained for minutes need.
+
 Conventions: images and UV maps in [-1, 1], masks in [0, 1], motion vectors in the 3DMM's units
 (angles in radians, translations as the fitter reports them). Flows follow :mod:`morphface.nets.warp`.
 """
@@ -32,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._checks import check_map, check_vector
-from .blocks import AdaIN, AdaINBlock, ConvBlock, scaled_channels
+from .blocks import AdaIN, AdaINBlock, ConvBlock, blend_output, init_blend_head, scaled_channels
 from .warp import upsample_flow, warp
 
 __all__ = [
@@ -303,6 +308,7 @@ class UVRefinementNetConfig:
         image_channels: channels of the source image and of the UV map.
         descriptor_dim: length of ``z``.
         base_channels, max_channels, num_down, num_res_blocks, width: see :class:`AdaINUNetConfig`.
+        blend_input: predict a mask and blend the output with the input UV map (module docstring).
     """
 
     image_channels: int = 3
@@ -312,6 +318,7 @@ class UVRefinementNetConfig:
     num_down: int = 3
     num_res_blocks: int = 2
     width: float = 1.0
+    blend_input: bool = False
 
 
 def _resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -328,9 +335,12 @@ class UVRefinementNet(nn.Module):
         super().__init__()
         self.config = cfg = config or UVRefinementNetConfig()
         self.unet = AdaINUNet(AdaINUNetConfig(
-            in_channels=2 * cfg.image_channels + 1, out_channels=cfg.image_channels, style_dim=cfg.descriptor_dim,
-            base_channels=cfg.base_channels, max_channels=cfg.max_channels, num_down=cfg.num_down,
-            num_res_blocks=cfg.num_res_blocks, out_activation="tanh", width=cfg.width))
+            in_channels=2 * cfg.image_channels + 1, out_channels=cfg.image_channels + int(cfg.blend_input),
+            style_dim=cfg.descriptor_dim, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
+            num_down=cfg.num_down, num_res_blocks=cfg.num_res_blocks,
+            out_activation="none" if cfg.blend_input else "tanh", width=cfg.width))
+        if cfg.blend_input:
+            init_blend_head(self.unet.head)
 
     def forward(self, source: Tensor, uv_map: Tensor, uv_mask: Tensor, z: Tensor) -> Tensor:
         """Args:
@@ -350,7 +360,8 @@ class UVRefinementNet(nn.Module):
         check_map("source", source, c, batch=b)
         check_map("uv_mask", uv_mask, 1, batch=b, size=size)
         x = torch.cat([_resize_image(source, size), uv_map, uv_mask.to(uv_map.dtype)], dim=1)
-        return self.unet(x, z)
+        y = self.unet(x, z)
+        return blend_output(y, uv_map, uv_mask) if self.config.blend_input else y
 
 
 @dataclass(frozen=True)
@@ -361,6 +372,7 @@ class EditingNetConfig:
         image_channels: channels of each input image and of the output.
         descriptor_dim: length of ``z``.
         base_channels, max_channels, num_down, num_res_blocks, width: see :class:`AdaINUNetConfig`.
+        blend_input: predict a mask and blend the output with the combined image (module docstring).
     """
 
     image_channels: int = 3
@@ -370,6 +382,7 @@ class EditingNetConfig:
     num_down: int = 3
     num_res_blocks: int = 2
     width: float = 1.0
+    blend_input: bool = False
 
 
 class EditingNet(nn.Module):
@@ -379,9 +392,12 @@ class EditingNet(nn.Module):
         super().__init__()
         self.config = cfg = config or EditingNetConfig()
         self.unet = AdaINUNet(AdaINUNetConfig(
-            in_channels=3 * cfg.image_channels, out_channels=cfg.image_channels, style_dim=cfg.descriptor_dim,
-            base_channels=cfg.base_channels, max_channels=cfg.max_channels, num_down=cfg.num_down,
-            num_res_blocks=cfg.num_res_blocks, out_activation="tanh", width=cfg.width))
+            in_channels=3 * cfg.image_channels, out_channels=cfg.image_channels + int(cfg.blend_input),
+            style_dim=cfg.descriptor_dim, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
+            num_down=cfg.num_down, num_res_blocks=cfg.num_res_blocks,
+            out_activation="none" if cfg.blend_input else "tanh", width=cfg.width))
+        if cfg.blend_input:
+            init_blend_head(self.unet.head)
 
     def forward(self, source: Tensor, warped: Tensor, combined: Tensor, z: Tensor) -> Tensor:
         """Args:
@@ -400,4 +416,5 @@ class EditingNet(nn.Module):
         b, size = source.shape[0], tuple(source.shape[-2:])
         check_map("warped", warped, c, batch=b, size=size)
         check_map("combined", combined, c, batch=b, size=size)
-        return self.unet(torch.cat([source, warped, combined], dim=1), z)
+        y = self.unet(torch.cat([source, warped, combined], dim=1), z)
+        return blend_output(y, combined) if self.config.blend_input else y

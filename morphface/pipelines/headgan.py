@@ -72,6 +72,8 @@ class HeadGANPipelineConfig(ReenactorConfig):
         lambda_fm: weight of each discriminator's feature-matching loss (HeadGAN: 10).
         lambda_adv: weight of the image discriminator's generator hinge loss (HeadGAN: 1).
         lambda_mouth: weight of the mouth discriminator's generator hinge loss (HeadGAN: 1).
+        blend_warped: R predicts a soft mask and blends its output with F's warped reference (not in
+            HeadGAN; see :mod:`morphface.nets.headgan`). Small, briefly trained models need it.
     """
 
     base_channels: int = 32
@@ -94,6 +96,7 @@ class HeadGANPipelineConfig(ReenactorConfig):
     lambda_fm: float = 10.0
     lambda_adv: float = 1.0
     lambda_mouth: float = 1.0
+    blend_warped: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -124,7 +127,8 @@ class HeadGAN(Reenactor):
         k = cfg.num_previous
         gen = HeadGANGenerator(HeadGANConfig(
             num_frames=k + 1, base_channels=cfg.base_channels, spade_hidden=cfg.spade_hidden,
-            audio_dim=cfg.audio_dim, use_audio=cfg.use_audio, spectral=cfg.spectral, width=cfg.width))
+            audio_dim=cfg.audio_dim, use_audio=cfg.use_audio, spectral=cfg.spectral, width=cfg.width,
+            blend_warped=cfg.blend_warped))
         dw = cfg.disc_width if cfg.disc_width is not None else cfg.width
         nets = {"generator": gen, "discriminator": MultiScaleDiscriminator(DiscriminatorConfig(
             cond_channels=3, base_channels=cfg.disc_base_channels, max_channels=cfg.disc_max_channels,

@@ -80,6 +80,9 @@ class IFaceUVPipelineConfig(ReenactorConfig):
         lambda_edit: weight of ``d(output, target)`` (IFaceUV: 4).
         lambda_adv: weight of an optional hinge GAN loss (0: no discriminator, as in IFaceUV).
         disc_width, disc_base_channels, disc_num_layers, disc_num_scales: that discriminator's sizes.
+        blend_input: f^UV and f^Ed predict a soft mask and blend their output with their main input (the
+            unwrapped UV map, the combined image; not in IFaceUV, see :mod:`morphface.nets.ifaceuv`).
+            Small, briefly trained models need it.
     """
 
     uv_size: int = 256
@@ -105,6 +108,7 @@ class IFaceUVPipelineConfig(ReenactorConfig):
     disc_base_channels: int = 64
     disc_num_layers: int = 4
     disc_num_scales: int = 2
+    blend_input: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -203,9 +207,9 @@ class IFaceUV(Reenactor):
             WarpingNetConfig(descriptor_dim=zd, base_channels=cfg.warp_base_channels,
                              max_channels=cfg.warp_max_channels, num_down=cfg.warp_num_down, width=cfg.width),
             UVRefinementNetConfig(descriptor_dim=zd, base_channels=cfg.refine_base_channels,
-                                  max_channels=cfg.max_channels, width=cfg.width),
+                                  max_channels=cfg.max_channels, width=cfg.width, blend_input=cfg.blend_input),
             EditingNetConfig(descriptor_dim=zd, base_channels=cfg.edit_base_channels,
-                             max_channels=cfg.max_channels, width=cfg.width))
+                             max_channels=cfg.max_channels, width=cfg.width, blend_input=cfg.blend_input))
         nets: dict[str, nn.Module] = {"generator": gen}
         if cfg.lambda_adv > 0:
             dw = cfg.disc_width if cfg.disc_width is not None else cfg.width

@@ -28,12 +28,14 @@ from .complete import (
 from .frontalize import FrontalizeResult, fit_with_contour, frontal_fit, frontalize
 from .holes import fill_holes
 from .layout import UVLayout, UVOverlap, generate_uv_layout, model_uv_layout, uv_overlap, with_uv_layout
+from .outliers import reject_colour_outliers
 from .render import render_uv_texture
 from .synthetic import random_face_texture
 from .texel import TexelMap, UVMap, normal_map, position_map, texel_attributes, texel_map
 from .unwrap import UnwrapResult, unwrap
 
 __all__ = [
+    "reject_colour_outliers",
     "UVLayout",
     "UVOverlap",
     "model_uv_layout",

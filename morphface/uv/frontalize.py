@@ -3,8 +3,10 @@
 :func:`frontalize` runs, for each image:
 
 1. **Fit.** 68 landmarks from a detector (or given), then :func:`~morphface.fitting.fit_landmarks`
-   (perspective). The default detector prefers MediaPipe over dlib (:func:`make_frontalize_detector`):
-   dlib's landmarks collapse toward a frontal shape beyond ~35 degrees of yaw. 2D regressors (dlib,
+   (perspective); with MediaPipe, its 468 dense points through the model's correspondence table
+   (:func:`~morphface.fitting.fit_dense_landmarks`). The default detector prefers MediaPipe over
+   dlib (:func:`make_frontalize_detector`): dlib's landmarks collapse toward a frontal shape beyond
+   ~35 degrees of yaw. 2D regressors (dlib,
    FAN 2D) put the jaw points of a turned face on its silhouette, not on fixed skin points, so for
    them the far-side jaw landmarks are re-assigned to the model's silhouette vertices and the fit
    is repeated (:func:`fit_with_contour`, the "landmark marching" of Zhu et al., CVPR 2015).
@@ -12,7 +14,8 @@
 2. **Unwrap** (:func:`~morphface.uv.unwrap`) into the UV layout of the model with its eye and mouth
    openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes and the inside of the mouth
    are part of the texture; visibility from the z-buffer, texels next to depth discontinuities
-   distrusted.
+   distrusted, and grazing texels whose colour is not the face's skin colour (background or hair
+   just past the real silhouette) dropped (:func:`~morphface.uv.reject_colour_outliers`).
 3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
 4. **Render** the textured face with zero rotation (and, optionally, neutral expression).
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
@@ -52,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import BackendUnavailableError, FitError, MorphfaceError
+from ..fitting.dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for, fit_dense_landmarks
 from ..fitting.detectors import LandmarkDetector
 from ..fitting.landmark_fit import fit_landmarks
 from ..fitting.result import FitResult
@@ -60,6 +64,7 @@ from ..render import rasterize, vertex_normals
 from .blend import dilate, erode, feather_mask, laplacian_blend
 from .complete import complete_texture, push_pull_fill
 from .holes import fill_holes
+from .outliers import reject_colour_outliers
 from .render import render_uv_texture
 from .unwrap import unwrap
 
@@ -166,13 +171,18 @@ def make_frontalize_detector(backend: str = "auto") -> LandmarkDetector:
     raise BackendUnavailableError("no landmark detector can run here; tried:\n  " + "\n  ".join(failures))
 
 
-def _detect(images: Tensor, detector, names: list[str | None]) -> tuple[Tensor, str]:
+def _detect(images: Tensor, detector, names: list[str | None]) -> tuple[Tensor, Tensor | None, str]:
+    """``(B, 68, 2)`` landmarks, ``(B, 468, 2)`` dense MediaPipe points (or ``None``), detector name."""
     det = detector if isinstance(detector, LandmarkDetector) else make_frontalize_detector(detector)
-    lms = []
+    lms, dense = [], []
     for b in range(images.shape[0]):
         name = names[b] or (f"image {b} of the batch" if images.shape[0] > 1 else None)
-        lms.append(det.detect_largest(images[b].detach().cpu(), name=name).landmarks_2d)
-    return torch.stack(lms).to(images), det.name
+        face = det.detect_largest(images[b].detach().cpu(), name=name)
+        lms.append(face.landmarks_2d)
+        if face.dense is not None and face.dense.shape[0] >= MEDIAPIPE_DENSE_POINTS:
+            dense.append(torch.as_tensor(face.dense[:MEDIAPIPE_DENSE_POINTS, :2], dtype=torch.float32))
+    dense_t = torch.stack(dense).to(images) if len(dense) == images.shape[0] else None
+    return torch.stack(lms).to(images), dense_t, det.name
 
 
 def _check_fit_quality(fit: FitResult, landmarks: Tensor, max_error: float) -> None:
@@ -489,6 +499,7 @@ def frontalize(
     landmarks: Tensor | None = None,
     fit: FitResult | None = None,
     contour: bool | None = None,
+    dense: bool | None = None,
     photometric_steps: int = 0,
     neutral_expression: bool = False,
     texture_size: int | None = None,
@@ -498,6 +509,7 @@ def frontalize(
     max_fit_error: float = 0.1,
     edge_margin: float = 0.05,
     outline_margin: float = 0.04,
+    reject_outliers: bool = True,
     return_intermediates: bool = False,
     backend: str = "auto",
 ) -> FrontalizeResult:
@@ -516,6 +528,10 @@ def frontalize(
             wrong for MediaPipe (its points are projections of a fitted 3D mesh) and for landmarks
             that are projections of the model's own landmark vertices. ``None``: True for the dlib
             and FAN detectors, False for MediaPipe and for given ``landmarks``.
+        dense: fit MediaPipe's 468 points through the model's correspondence table
+            (:func:`~morphface.fitting.fit_dense_landmarks`) instead of the 68: the lips, eyelids and
+            cheeks are followed more closely (a closed mouth stays closed). ``None``: when the detector
+            gives them and the model has a table (the embedded model does).
         photometric_steps: if > 0, refine the landmark fit with that many steps of
             :func:`~morphface.fitting.fit_photometric`.
         neutral_expression: render with zero expression (default: keep the fitted expression).
@@ -532,6 +548,9 @@ def frontalize(
         outline_margin: the old face's outline is grown by this fraction of its width before the
             surroundings are moved (:func:`warp_surroundings`), so that parts of the real face
             beyond the fitted silhouette do not stay beside the frontal face.
+        reject_outliers: texels seen at a grazing angle whose colour is far from the face's skin
+            colour (background or hair just outside the real silhouette) count as unseen
+            (:func:`~morphface.uv.reject_colour_outliers`).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -550,17 +569,26 @@ def frontalize(
     if isinstance(output_size, int):
         output_size = (round(output_size * H / max(H, W)), round(output_size * W / max(H, W)))
     if fit is None:
+        dense_pts = None
         if landmarks is None:
-            landmarks, det_name = _detect(images, detector, names)
+            landmarks, dense_pts, det_name = _detect(images, detector, names)
             if contour is None:
                 contour = det_name in ("dlib", "fan")
         lms = torch.as_tensor(landmarks).to(images)
         lms = lms if lms.dim() == 3 else lms[None]
         if lms.shape[0] != B:
             raise ValueError(f"landmarks are for {lms.shape[0]} images; got {B} images")
-        fit = fit_with_contour(model, lms, (H, W)) if contour else fit_landmarks(model, lms, (H, W))
+        table = None if dense_pts is None or dense is False else dense_correspondence_for(model, dense_pts.shape[1])
+        if dense and dense_pts is not None and table is None:
+            raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
+        if table is not None:
+            fit = fit_dense_landmarks(model, dense_pts, (H, W), correspondence=table)
+            fit_points = dense_pts
+        else:
+            fit = fit_with_contour(model, lms, (H, W)) if contour else fit_landmarks(model, lms, (H, W))
+            fit_points = lms
         fit.check_finite()
-        _check_fit_quality(fit, lms, max_fit_error)
+        _check_fit_quality(fit, fit_points, max_fit_error)
         if photometric_steps > 0:
             from ..fitting.photometric import fit_photometric
 
@@ -583,6 +611,8 @@ def frontalize(
         side = float((lm.amax(1) - lm.amin(1)).amax())
         texture_size = int(min(1024, max(128, 2 ** math.ceil(math.log2(max(side, 1.0))))))
     unwrapped = unwrap(images, fit, face, size=texture_size, edge_margin=edge_margin, backend=backend)
+    if reject_outliers:
+        unwrapped, _ = reject_colour_outliers(unwrapped, face)
     completion = complete_texture(unwrapped, face, fit, mirror=mirror)
     front = frontal_fit(
         fit, face, placement=placement, neutral_expression=neutral_expression, output_size=output_size

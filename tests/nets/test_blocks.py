@@ -105,3 +105,40 @@ def test_bad_inputs_raise():
         scaled_channels(32, 0)
     assert scaled_channels(32, 1 / 64) == 1
     assert isinstance(ConvBlock(3, 4, norm="layer").norm, nn.GroupNorm)
+
+
+def test_blend_output_closed_form_and_validity():
+    from morphface.nets.blocks import BLEND_INIT_LOGIT, blend_output, init_blend_head
+
+    g = torch.Generator().manual_seed(0)
+    head = torch.randn(2, 4, 5, 6, generator=g, dtype=torch.float64)
+    base = torch.rand(2, 3, 5, 6, generator=g, dtype=torch.float64) * 2 - 1
+    m = torch.sigmoid(head[:, 3:])
+    assert torch.allclose(blend_output(head, base), m * base + (1 - m) * torch.tanh(head[:, :3]))
+    valid = (torch.rand(2, 1, 5, 6, generator=g) > 0.5).double()
+    out = blend_output(head, base, valid)
+    assert torch.allclose(out[valid.expand_as(out) == 0], torch.tanh(head[:, :3])[valid.expand_as(out) == 0])
+    assert torch.autograd.gradcheck(lambda h, b: blend_output(h, b, valid), (head.requires_grad_(), base.requires_grad_()))
+    with pytest.raises(ValueError, match="blend_output needs"):
+        blend_output(head[:, :3], base)
+    conv = nn.Conv2d(8, 4, 3, padding=1)
+    init_blend_head(conv)
+    x = torch.randn(1, 8, 4, 4, generator=g)
+    with torch.no_grad():
+        mask = torch.sigmoid(conv(x)[:, 3])
+    assert float(conv.bias[3].detach()) == BLEND_INIT_LOGIT and float(mask.min()) > 0.75
+
+
+def test_blending_generators_start_close_to_their_input():
+    from morphface.nets import EditingNet, EditingNetConfig, HeadGANConfig, HeadGANGenerator
+
+    g = torch.Generator().manual_seed(1)
+    gen = HeadGANGenerator(HeadGANConfig(width=1 / 16, use_audio=False, blend_warped=True))
+    ref = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    out = gen(ref, torch.rand(1, 3, 32, 32, generator=g), torch.rand(1, 9, 32, 32, generator=g))
+    assert out.image.shape == ref.shape
+    assert float((out.image - out.warped_image).abs().mean()) < 0.25 * float(out.warped_image.abs().mean())
+    ed = EditingNet(EditingNetConfig(width=1 / 16, blend_input=True))
+    combined = torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    y = ed(ref, ref, combined, torch.randn(1, 256, generator=g))
+    assert float((y - combined).abs().mean()) < 0.25 * float(combined.abs().mean())

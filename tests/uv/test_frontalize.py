@@ -204,3 +204,27 @@ def test_frontalize_on_cuda_matches_cpu():
     assert gpu.image.device.type == "cuda" and gpu.texture.device.type == "cuda"
     # different rasteriser backends and float reductions: compare loosely
     assert float((gpu.image.cpu() - cpu.image).abs().mean()) < 0.01
+
+
+def test_frontalize_fits_dense_points_when_the_detector_gives_them(narrow_model):
+    from morphface.fitting import load_dense_correspondence
+    from morphface.fitting.detectors import FaceDetection, LandmarkDetector
+
+    scene = synthetic_face(35, 128, 64, torch.Generator().manual_seed(6))
+    ids = load_dense_correspondence().vertex_ids(narrow_model)
+    dense = scene.truth.camera.project(scene.truth.vertices(narrow_model)[:, ids.clamp(min=0)])[0][0]
+    # the 68 points are deliberately off: only a fit of the dense points can recover the pose
+    wrong68 = scene.landmarks[0] + torch.tensor([6.0, 0.0])
+
+    class Fake(LandmarkDetector):
+        name = "mediapipe"
+
+        def _detect_rgb(self, rgb):
+            box = torch.cat([dense.amin(0), dense.amax(0)])
+            return [FaceDetection(box, wrong68, 1.0, dense=torch.cat([dense, torch.zeros(10, 2)]), backend="fake")]
+
+    result = frontalize(scene.image, detector=Fake(), texture_size=64)
+    assert abs(float(result.fit.euler_degrees[0, 1]) - 35) < 2
+    assert result.fit.landmarks.shape == (1, 468, 2) and float(result.fit.residuals[0]) < 0.5
+    sparse = frontalize(scene.image, detector=Fake(), dense=False, texture_size=64)
+    assert sparse.fit.landmarks.shape == (1, 68, 2)

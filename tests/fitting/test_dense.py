@@ -1,0 +1,84 @@
+"""Dense (MediaPipe 468-point) landmarks: the shipped table, estimating a table, fitting through one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from morphface import load_default_model
+from morphface.errors import ModelFormatError
+from morphface.fitting import (
+    DenseCorrespondence,
+    estimate_dense_correspondence,
+    fit_dense_landmarks,
+    load_dense_correspondence,
+    rotation_error_degrees,
+    sample_fit,
+)
+from morphface.fitting.dense import dense_correspondence_for
+
+
+@pytest.fixture(scope="module")
+def narrow():
+    return load_default_model("narrow")
+
+
+def test_shipped_table_fits_the_default_model(narrow):
+    table = load_dense_correspondence()
+    assert len(table) == 468 and bool((table.counts > 0).all())
+    ids = table.vertex_ids(narrow)
+    # the face region holds nearly every point (a few at the temples lie on the "full" region only)
+    assert int((ids >= 0).sum()) >= 440
+    assert float(table.spread.median()) < 3.0  # mm: the points are well defined across faces
+    w = table.weights()
+    assert w.shape == (468,) and bool(((w > 0) & (w <= 1)).all())
+    assert dense_correspondence_for(narrow, 468) is table
+    assert dense_correspondence_for(narrow, 68) is None
+
+
+def test_fitting_projected_table_points_recovers_the_pose(narrow):
+    table = load_dense_correspondence()
+    truth = sample_fit(narrow, 4, max_yaw=60.0, generator=torch.Generator().manual_seed(3))
+    ids = table.vertex_ids(narrow)
+    pts, _ = truth.camera.project(truth.vertices(narrow)[:, ids.clamp(min=0)])
+    pts = pts + 0.5 * torch.randn(pts.shape, generator=torch.Generator().manual_seed(0))
+    fit = fit_dense_landmarks(narrow, pts, truth.image_size)
+    err = rotation_error_degrees(fit.rotation, truth.rotation)
+    assert float(err.max()) < 1.5, err
+    assert float(fit.residuals.max()) < 1.5  # px; the noise is 0.5 px per coordinate
+
+
+def test_estimate_recovers_the_vertices_that_made_the_points(narrow):
+    truth = sample_fit(narrow, 3, max_yaw=5.0, max_pitch=5.0, max_roll=5.0, generator=torch.Generator().manual_seed(1))
+    ids = torch.tensor([100, 2000, 3000, 4000, 5000])
+    pts = truth.camera.project(truth.vertices(narrow)[:, ids])[0]
+    table = estimate_dense_correspondence(narrow, truth, pts)
+    assert torch.allclose(table.positions, narrow.mean[ids].float(), atol=1e-5)
+    assert bool((table.counts == 3).all()) and float(table.spread.max()) < 1e-5
+    assert torch.equal(table.vertex_ids(narrow), ids)
+    # a list of fits gives the same table as one batch
+    as_list = estimate_dense_correspondence(narrow, [truth[i:i + 1] for i in range(3)],
+                                            [pts[i:i + 1] for i in range(3)])
+    assert torch.allclose(as_list.positions, table.positions)
+    # a point far from the face counts for nothing
+    far = pts.clone()
+    far[:, 0] = -1000.0
+    assert int(estimate_dense_correspondence(narrow, truth, far).counts[0]) == 0
+    with pytest.raises(ValueError, match="points must be"):
+        estimate_dense_correspondence(narrow, truth, pts[:2])
+
+
+def test_save_load_and_bad_files(tmp_path, narrow):
+    table = DenseCorrespondence(narrow.mean[:10].float(), torch.linspace(0, 2, 10), torch.ones(10, dtype=torch.long),
+                                narrow.name)
+    table.save(tmp_path / "t.npz")
+    back = load_dense_correspondence(tmp_path / "t.npz")
+    assert torch.equal(back.positions, table.positions) and back.model_name == narrow.name
+    with pytest.raises(ModelFormatError, match="not found"):
+        load_dense_correspondence(tmp_path / "missing.npz")
+    np.savez(tmp_path / "bad.npz", positions=np.zeros((4, 2)), spread=np.zeros(4), counts=np.ones(4))
+    with pytest.raises(ModelFormatError, match="expected positions"):
+        load_dense_correspondence(tmp_path / "bad.npz")
+    with pytest.raises(ModelFormatError, match="no dense-correspondence table"):
+        fit_dense_landmarks(narrow, torch.zeros(1, 17, 2), (64, 64))
