@@ -25,9 +25,10 @@ def test_defaults_are_the_papers():
     assert (cfg.image_size, cfg.num_previous, cfg.mouth_crop_size) == (256, 2, 64)
 
 
-def test_steps_give_finite_losses_and_gradients_on_every_parameter(batch):
+@pytest.mark.parametrize("blend", [False, True])
+def test_steps_give_finite_losses_and_gradients_on_every_parameter(batch, blend):
     torch.manual_seed(0)
-    p = HeadGAN(**TINY)
+    p = HeadGAN(**TINY, blend_warped=blend)
     check_pipeline(p)
     assert discriminator_names(p, p.networks()) == {"discriminator", "mouth_discriminator"}
     res = p.generator_step(batch)

@@ -25,9 +25,10 @@ def test_defaults_are_the_papers():
     assert (cfg.window_radius, cfg.uv_size, cfg.descriptor_dim, cfg.lambda_adv) == (13, 256, 256, 0.0)
 
 
-def test_steps_give_finite_losses_and_gradients_on_every_parameter(batch):
+@pytest.mark.parametrize("blend", [False, True])
+def test_steps_give_finite_losses_and_gradients_on_every_parameter(batch, blend):
     torch.manual_seed(0)
-    p = IFaceUV(**TINY)
+    p = IFaceUV(**TINY, blend_input=blend)
     check_pipeline(p)
     assert set(p.nets) == {"generator"}
     res = p.generator_step(batch)
