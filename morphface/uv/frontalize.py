@@ -549,8 +549,8 @@ def frontalize(
             surroundings are moved (:func:`warp_surroundings`), so that parts of the real face
             beyond the fitted silhouette do not stay beside the frontal face.
         reject_outliers: texels seen at a grazing angle whose colour is far from the face's skin
-            colour (background or hair just outside the real silhouette) count as unseen
-            (:func:`~morphface.uv.reject_colour_outliers`).
+            colour (background or hair just outside the real silhouette) count as unseen where their
+            mirror texel was seen more squarely (:func:`~morphface.uv.reject_colour_outliers`).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -579,7 +579,10 @@ def frontalize(
         if lms.shape[0] != B:
             raise ValueError(f"landmarks are for {lms.shape[0]} images; got {B} images")
         table = None if dense_pts is None or dense is False else dense_correspondence_for(model, dense_pts.shape[1])
-        if dense and dense_pts is not None and table is None:
+        if dense and dense_pts is None:
+            raise ValueError("dense=True needs a detector that gives dense points (MediaPipe), not given landmarks "
+                             "or a 68-point detector")
+        if dense and table is None:
             raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
         if table is not None:
             fit = fit_dense_landmarks(model, dense_pts, (H, W), correspondence=table)

@@ -228,3 +228,5 @@ def test_frontalize_fits_dense_points_when_the_detector_gives_them(narrow_model)
     assert result.fit.landmarks.shape == (1, 468, 2) and float(result.fit.residuals[0]) < 0.5
     sparse = frontalize(scene.image, detector=Fake(), dense=False, texture_size=64)
     assert sparse.fit.landmarks.shape == (1, 68, 2)
+    with pytest.raises(ValueError, match="dense=True needs"):
+        frontalize(scene.image, landmarks=scene.landmarks, dense=True, texture_size=64)
