@@ -9,8 +9,8 @@ MediaPipe does not ship its canonical mesh in the wheel, so the table is *estima
 :func:`estimate_dense_correspondence` fits the model to near-frontal images (68 points, or an earlier
 table), finds for each MediaPipe point the visible model vertex whose projection is nearest, and takes
 the per-point median of those vertices' positions on the model's mean shape across images.
-``python -m morphface.fitting.dense`` rebuilds the table that ships with the default model
-(``assets/ict_facekit/mediapipe468.npz``) from the test photos and clip; :class:`DenseCorrespondence`
+``python -m morphface.fitting.dense ../shared/testdata`` rebuilds the table that ships with the default
+model (``assets/ict_facekit/mediapipe468.npz``) from the test photos and clip; :class:`DenseCorrespondence`
 keeps the per-point spread across images, which weights the fit.
 
 Units: positions in mm in the model frame (``morphface.camera``); pixel coordinates as everywhere.
@@ -122,7 +122,7 @@ def load_dense_correspondence(path: str | Path | None = None) -> DenseCorrespond
     p = Path(path) if path is not None else default_dense_correspondence_path()
     if not p.is_file():
         raise ModelFormatError(f"dense-correspondence table not found: {p} (rebuild the default one with "
-                               "`python -m morphface.fitting.dense`)")
+                               "`python -m morphface.fitting.dense PHOTO_DIR`)")
     return _load_cached(str(p.resolve()))
 
 
@@ -145,7 +145,8 @@ def fit_dense_landmarks(model: MorphableModel, points: Tensor, image_size: tuple
         points: ``(B, N, 2)`` pixel coordinates (MediaPipe's first 468 points; irises are not used).
         image_size: ``(H, W)``.
         correspondence: the table (default: the shipped MediaPipe table, which must fit ``model``).
-        **fit_kwargs: passed to :func:`~morphface.fitting.fit_landmarks` (not ``vertex_ids``).
+        **fit_kwargs: passed to :func:`~morphface.fitting.fit_landmarks` (not ``vertex_ids``); ``weights``
+            ``(N,)`` or ``(B, N)`` multiply the table's per-point weights.
 
     Returns:
         A :class:`FitResult` whose ``landmarks`` and ``residuals`` refer to the dense points.
@@ -226,8 +227,9 @@ def estimate_dense_correspondence(model: MorphableModel, fits: FitResult | list[
     return DenseCorrespondence(torch.nan_to_num(pos).cpu(), torch.nan_to_num(spread).cpu(), counts.cpu(), model.name)
 
 
-def _build_default(out: Path, clip_every: int = 30) -> None:  # pragma: no cover - a data-building script
-    """Estimate the default table from the test photos and every ``clip_every``-th frame of the test clip."""
+def _build_default(root: Path, out: Path, clip_every: int = 30) -> None:  # pragma: no cover - a build script
+    """Estimate the default table from the photos in ``root`` and every ``clip_every``-th frame of its
+    first ``.mp4`` (the project's shared test data)."""
     import math
 
     from tqdm.auto import tqdm
@@ -237,7 +239,6 @@ def _build_default(out: Path, clip_every: int = 30) -> None:  # pragma: no cover
     from .detectors import make_detector
     from .landmark_fit import fit_landmarks
 
-    root = Path(__file__).resolve().parents[3] / "shared" / "testdata"
     images = [read_image(p) for p in sorted(root.glob("*")) if p.suffix.lower() in (".png", ".jpg")]
     frames = read_video(next(root.glob("*.mp4"))).frames[::clip_every]
     images += list(frames)
@@ -265,4 +266,10 @@ def _build_default(out: Path, clip_every: int = 30) -> None:  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _build_default(default_dense_correspondence_path())
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Re-estimate the MediaPipe correspondence table of the embedded model.")
+    ap.add_argument("data", type=Path, help="folder of near-frontal face photos and one talking-head .mp4")
+    ap.add_argument("-o", "--output", type=Path, default=default_dense_correspondence_path())
+    args = ap.parse_args()
+    _build_default(args.data, args.output)

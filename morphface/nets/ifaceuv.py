@@ -321,6 +321,19 @@ class UVRefinementNetConfig:
     blend_input: bool = False
 
 
+def _image_unet(cfg: UVRefinementNetConfig | EditingNetConfig, in_channels: int) -> AdaINUNet:
+    """The :class:`AdaINUNet` of the UV refinement and editing nets: ``image_channels`` outputs (tanh), or
+    one more for the blend mask with ``blend_input``."""
+    unet = AdaINUNet(AdaINUNetConfig(
+        in_channels=in_channels, out_channels=cfg.image_channels + int(cfg.blend_input),
+        style_dim=cfg.descriptor_dim, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
+        num_down=cfg.num_down, num_res_blocks=cfg.num_res_blocks,
+        out_activation="none" if cfg.blend_input else "tanh", width=cfg.width))
+    if cfg.blend_input:
+        init_blend_head(unet.head)
+    return unet
+
+
 def _resize_image(x: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(x.shape[-2:]) == tuple(size):
         return x
@@ -334,13 +347,7 @@ class UVRefinementNet(nn.Module):
     def __init__(self, config: UVRefinementNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or UVRefinementNetConfig()
-        self.unet = AdaINUNet(AdaINUNetConfig(
-            in_channels=2 * cfg.image_channels + 1, out_channels=cfg.image_channels + int(cfg.blend_input),
-            style_dim=cfg.descriptor_dim, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
-            num_down=cfg.num_down, num_res_blocks=cfg.num_res_blocks,
-            out_activation="none" if cfg.blend_input else "tanh", width=cfg.width))
-        if cfg.blend_input:
-            init_blend_head(self.unet.head)
+        self.unet = _image_unet(cfg, 2 * cfg.image_channels + 1)
 
     def forward(self, source: Tensor, uv_map: Tensor, uv_mask: Tensor, z: Tensor) -> Tensor:
         """Args:
@@ -391,13 +398,7 @@ class EditingNet(nn.Module):
     def __init__(self, config: EditingNetConfig | None = None) -> None:
         super().__init__()
         self.config = cfg = config or EditingNetConfig()
-        self.unet = AdaINUNet(AdaINUNetConfig(
-            in_channels=3 * cfg.image_channels, out_channels=cfg.image_channels + int(cfg.blend_input),
-            style_dim=cfg.descriptor_dim, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
-            num_down=cfg.num_down, num_res_blocks=cfg.num_res_blocks,
-            out_activation="none" if cfg.blend_input else "tanh", width=cfg.width))
-        if cfg.blend_input:
-            init_blend_head(self.unet.head)
+        self.unet = _image_unet(cfg, 3 * cfg.image_channels)
 
     def forward(self, source: Tensor, warped: Tensor, combined: Tensor, z: Tensor) -> Tensor:
         """Args:
