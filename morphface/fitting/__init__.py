@@ -29,6 +29,7 @@ from .image import fit_image
 from .landmark_fit import fit_landmarks
 from .photometric import fit_photometric, render_fit
 from .result import FitResult, default_focal
+from .segmentation import MediaPipeSegmenter, PersonSegmenter, available_segmenters, make_segmenter
 from .synthetic import sample_fit
 from .video import fit_video
 
@@ -44,6 +45,10 @@ __all__ = [
     "fit_video",
     "fit_photometric",
     "render_fit",
+    "PersonSegmenter",
+    "MediaPipeSegmenter",
+    "make_segmenter",
+    "available_segmenters",
     "sample_fit",
     "aligned_vertex_error",
     "rotation_error_degrees",

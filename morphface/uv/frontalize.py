@@ -14,8 +14,11 @@
 2. **Unwrap** (:func:`~morphface.uv.unwrap`) into the UV layout of the model with its eye and mouth
    openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes and the inside of the mouth
    are part of the texture; visibility from the z-buffer, texels next to depth discontinuities
-   distrusted, and grazing texels whose colour is not the face's skin colour (background or hair
-   just past the real silhouette) dropped (:func:`~morphface.uv.reject_colour_outliers`).
+   distrusted, texels on the background of a person mask not sampled
+   (:func:`~morphface.fitting.make_segmenter`, MediaPipe's selfie segmentation when installed), and
+   texels whose colour is not the face's skin colour dropped where a better source exists: grazing
+   ones with a squarer mirror, hair over one side whose mirror is clean skin, grazing ones on the
+   symmetry line (:func:`~morphface.uv.reject_colour_outliers`).
 3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
 4. **Render** the textured face with zero rotation (and, optionally, neutral expression).
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
@@ -59,6 +62,7 @@ from ..fitting.dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for, fi
 from ..fitting.detectors import LandmarkDetector
 from ..fitting.landmark_fit import fit_landmarks
 from ..fitting.result import FitResult
+from ..fitting.segmentation import PersonSegmenter, make_segmenter
 from ..morphable.model import MorphableModel
 from ..render import rasterize, vertex_normals
 from .blend import dilate, erode, feather_mask, laplacian_blend
@@ -492,6 +496,34 @@ def _coverage(fit: FitResult, model: MorphableModel, backend: str) -> Tensor:
     return frags.mask[:, None].to(verts.dtype)
 
 
+@functools.lru_cache(maxsize=1)
+def _auto_segmenter() -> PersonSegmenter | None:
+    try:
+        return make_segmenter("auto")
+    except BackendUnavailableError:
+        return None
+
+
+def _foreground(images: Tensor, segmenter, fit: FitResult, face: MorphableModel, backend: str) -> Tensor | None:
+    """``(B, 1, H, W)`` person probabilities for :func:`unwrap`, or ``None`` (no segmenter, or a mask
+    that misses most of the fitted face: a segmentation that failed, e.g. on a rendered head)."""
+    if segmenter is None:
+        return None
+    seg = _auto_segmenter() if segmenter == "auto" else segmenter
+    if isinstance(seg, str):
+        seg = make_segmenter(seg)
+    if seg is None:
+        return None
+    if not isinstance(seg, PersonSegmenter):
+        raise ValueError(f"segmenter must be a PersonSegmenter, a backend name, 'auto' or None; got {seg!r}")
+    prob = seg.segment(images)
+    with torch.no_grad():
+        cover = _coverage(fit.to(images), face, backend)
+        share = (prob * cover).sum((1, 2, 3)) / cover.sum((1, 2, 3)).clamp(min=1.0)
+    # Images whose mask misses the face keep all their texels (probability 1 everywhere).
+    return torch.where((share >= 0.5)[:, None, None, None], prob, torch.ones_like(prob))
+
+
 def frontalize(
     image,
     model: MorphableModel | None = None,
@@ -500,6 +532,7 @@ def frontalize(
     fit: FitResult | None = None,
     contour: bool | None = None,
     dense: bool | None = None,
+    segmenter="auto",
     photometric_steps: int = 0,
     neutral_expression: bool = False,
     texture_size: int | None = None,
@@ -532,6 +565,10 @@ def frontalize(
             (:func:`~morphface.fitting.fit_dense_landmarks`) instead of the 68: the lips, eyelids and
             cheeks are followed more closely (a closed mouth stays closed). ``None``: when the detector
             gives them and the model has a table (the embedded model does).
+        segmenter: a :class:`~morphface.fitting.PersonSegmenter`, a backend name, ``"auto"`` (MediaPipe's
+            when it can run here, else none) or ``None``: texels that land on the background are not
+            sampled (:func:`~morphface.uv.unwrap`'s ``foreground``). A mask covering less than half of
+            the fitted face is taken for a failed segmentation and ignored.
         photometric_steps: if > 0, refine the landmark fit with that many steps of
             :func:`~morphface.fitting.fit_photometric`.
         neutral_expression: render with zero expression (default: keep the fitted expression).
@@ -548,9 +585,9 @@ def frontalize(
         outline_margin: the old face's outline is grown by this fraction of its width before the
             surroundings are moved (:func:`warp_surroundings`), so that parts of the real face
             beyond the fitted silhouette do not stay beside the frontal face.
-        reject_outliers: texels seen at a grazing angle whose colour is far from the face's skin
-            colour (background or hair just outside the real silhouette) count as unseen where their
-            mirror texel was seen more squarely (:func:`~morphface.uv.reject_colour_outliers`).
+        reject_outliers: texels whose colour is far from the face's skin colour count as unseen where
+            completion has something better (:func:`~morphface.uv.reject_colour_outliers`: grazing
+            texels with a squarer mirror, hair over one side, the nose ridge of a profile).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -613,7 +650,10 @@ def frontalize(
         )
         side = float((lm.amax(1) - lm.amin(1)).amax())
         texture_size = int(min(1024, max(128, 2 ** math.ceil(math.log2(max(side, 1.0))))))
-    unwrapped = unwrap(images, fit, face, size=texture_size, edge_margin=edge_margin, backend=backend)
+    foreground = _foreground(images, segmenter, fit, face, backend)
+    unwrapped = unwrap(
+        images, fit, face, size=texture_size, edge_margin=edge_margin, foreground=foreground, backend=backend
+    )
     if reject_outliers:
         unwrapped, _ = reject_colour_outliers(unwrapped, face)
     completion = complete_texture(unwrapped, face, fit, mirror=mirror)

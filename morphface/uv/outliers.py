@@ -1,12 +1,21 @@
-"""Distrust grazing texels whose colour is not the face's skin colour.
+"""Distrust texels whose colour is not the face's skin colour: background and hair.
 
-A fit is never pixel-exact at the silhouette: where the fitted surface turns away from the camera
-(the far cheek and jaw of a turned face, the side of the nose), its texels may land just outside the
-real face and sample the background or hair. Those texels are seen at a grazing angle, and their
-colour is unlike the skin seen squarely elsewhere on the same face. :func:`reject_colour_outliers`
-marks them unseen, so that completion takes them from the mirror side instead. Only texels whose
-mirror texel was seen more squarely are rejected: a grazing texel is also darker from shading, and
-with nothing better to replace it (a frontal face's two borders), keeping it is the better choice.
+Two ways a face's texels get colours that are not the face's. (1) A fit is never pixel-exact at the
+silhouette: where the fitted surface turns away from the camera (the far cheek and jaw of a turned
+face, the side of the nose), texels land just outside the real face and sample the background or
+hair. (2) Hair hangs in front of the face: a fringe over one temple, a lock over the near cheek.
+:func:`reject_colour_outliers` marks such texels unseen, so that completion takes them from the
+mirror side or fills them from their surroundings. Three rules, all on skin texels (not eyes, mouth):
+
+- **grazing**: seen at a grazing angle (confidence < ``max_confidence``), a colour outlier, and the
+  mirror texel was seen more squarely (by ``mirror_margin``). A grazing texel is also darker from
+  shading, and with nothing better to replace it (a frontal face's two borders), it is kept.
+- **one-sided**: a colour outlier at any angle whose mirror texel was seen and is *not* one (hair
+  over one cheek; a beard or eyebrows, being on both sides, stay). Outside the eyebrow band (an
+  asymmetric brow raise must survive), and only patches wider than ``min_patch`` of the texture
+  (a mole stays).
+- **centre line**: a grazing outlier on the face's symmetry line (its mirror texel is itself): the
+  nose ridge of a profile behind which hair or background shows.
 
 The skin colour is modelled per image by the robust centre (median) and spread (scaled median
 absolute deviation) of luma and two chroma differences over the skin texels seen squarely: no
@@ -19,7 +28,9 @@ import torch
 from torch import Tensor
 
 from ..morphable import MorphableModel
-from ..render.regions import region_vertex_mask
+from ..render.regions import _segment_distance, region_vertex_mask
+from ._cache import cached
+from .blend import dilate, erode
 from .complete import _check_unwrap, _sample_at_uv, mirror_texel_uv
 from .texel import texel_map
 from .unwrap import UnwrapResult
@@ -37,6 +48,29 @@ def _luma_chroma(rgb: Tensor) -> Tensor:
     return torch.stack([y, rgb[..., 2] - y, rgb[..., 0] - y], dim=-1)
 
 
+def _brow_band(model: MorphableModel, margin_mm: float = 8.0) -> Tensor:
+    """``(V,)`` bool: vertices within ``margin_mm`` (frontal view of the mean shape) of the iBUG
+    eyebrow polylines (points 17-21, 22-26); all False for a model without them (cached)."""
+
+    def build() -> Tensor:
+        mean, lm = model.mean.detach(), model.landmarks
+        band = torch.zeros(mean.shape[0], dtype=torch.bool, device=mean.device)
+        if lm.numel() != 68 or bool((lm[17:27] < 0).any()):
+            return band
+        for ids in (list(range(17, 22)), list(range(22, 27))):
+            poly = mean[lm[ids], :2]
+            band |= _segment_distance(mean[:, :2], poly[:-1], poly[1:]).amin(-1) <= margin_mm
+        return band
+
+    return cached(model, "brow_band", float(margin_mm), build)
+
+
+def _texel_uv(index: Tensor, size: int) -> Tensor:
+    """``(N, 2)`` UVs of the centres of texels with flat row-major ``index`` (v up, as the layouts)."""
+    row, col = index // size, index % size
+    return torch.stack([(col + 0.5) / size, 1 - (row + 0.5) / size], dim=-1).to(torch.float64)
+
+
 def reject_colour_outliers(
     unwrapped: UnwrapResult,
     model: MorphableModel,
@@ -44,18 +78,25 @@ def reject_colour_outliers(
     reference_confidence: float = 0.5,
     threshold: float = 3.5,
     mirror_margin: float = 0.2,
+    one_sided: bool = True,
+    inlier_threshold: float = 2.0,
+    min_patch: float = 0.01,
 ) -> tuple[UnwrapResult, Tensor]:
-    """Mark grazing skin texels whose colour is far from the face's skin colour as unseen.
+    """Mark skin texels whose colour is far from the face's skin colour as unseen (module doc).
 
     Args:
         unwrapped: from :func:`~morphface.uv.unwrap` with this ``model``.
         model: the model (its skin region: :func:`~morphface.render.region_vertex_mask`).
-        max_confidence: only texels seen with a confidence below this can be rejected.
+        max_confidence: texels seen with a confidence below this count as grazing.
         reference_confidence: skin texels seen with at least this confidence define the skin colour.
         threshold: a texel is an outlier if one of its luma/chroma values is more than this many
             robust standard deviations from the centre.
-        mirror_margin: a texel is only rejected if its mirror texel was seen with a confidence at
+        mirror_margin: a grazing texel is rejected if its mirror texel was seen with a confidence at
             least this much higher (the mirror then replaces it in completion).
+        one_sided: also reject outliers at any angle whose mirror texel was seen as an inlier.
+        inlier_threshold: a mirror texel within this many robust standard deviations is an inlier.
+        min_patch: one-sided rejections are kept only in patches at least this wide, as a fraction
+            of the texture's side (a morphological opening).
 
     Returns:
         ``(result, rejected)``: the unwrap with rejected texels' mask, confidence and colour set to 0,
@@ -68,6 +109,7 @@ def reject_colour_outliers(
     tmap = texel_map(model, S)
     skin_v = region_vertex_mask(model, "skin").to(tmap.vertex_ids.device)
     skin = skin_v[tmap.vertex_ids].all(-1).to(tex.device)  # (N,) texels whose triangle is all skin
+    brows = _brow_band(model).to(tmap.vertex_ids.device)[tmap.vertex_ids].any(-1).to(tex.device)
     col = _luma_chroma(tmap.gather(tex))  # (B, N, 3)
     c = tmap.gather(conf)[..., 0]
     seen = tmap.gather(mask)[..., 0] > 0.5
@@ -79,10 +121,26 @@ def reject_colour_outliers(
     spread = _MAD_TO_STD * torch.nanmedian((ref_col - centre).abs(), dim=1, keepdim=True).values
     spread = torch.maximum(spread, spread.new_tensor(_MIN_SPREAD))
     z = ((col - centre) / spread).abs().amax(-1)  # (B, N)
-    m = _sample_at_uv(torch.cat([conf * mask, mask], dim=1), mirror_texel_uv(model, S).to(tex.device))
-    m_conf = torch.where(m[..., 1] > 0.5, m[..., 0] / m[..., 1].clamp(min=1e-6), torch.zeros_like(m[..., 0]))
-    bad = seen & skin[None] & (c < max_confidence) & (z > threshold) & (n_ref >= 16)[:, None]
-    bad &= m_conf >= c + mirror_margin
+    muv = mirror_texel_uv(model, S).to(tex.device)
+    seen_f = seen.to(tex.dtype)[..., None]
+    maps = tmap.scatter(torch.cat([c[..., None] * seen_f, z[..., None] * seen_f, seen_f], dim=-1))
+    m = _sample_at_uv(maps, muv)  # (B, N, 3): mask-weighted confidence, z, mask
+    m_seen = m[..., 2] > 0.5
+    m_w = m[..., 2].clamp(min=1e-6)
+    m_conf = torch.where(m_seen, m[..., 0] / m_w, torch.zeros_like(m[..., 0]))
+    m_z = torch.where(m_seen, m[..., 1] / m_w, torch.full_like(m[..., 1], float("inf")))
+    outlier = seen & skin[None] & (z > threshold) & (n_ref >= 16)[:, None]
+    grazing = c < max_confidence
+    bad = outlier & grazing & (m_conf >= c + mirror_margin)
+    # The symmetry line: the mirror texel is (within 1.5 texels) the texel itself.
+    centre_line = (muv - _texel_uv(tmap.index.to(tex.device), S).to(muv)).norm(dim=-1) * S < 1.5
+    bad |= outlier & grazing & centre_line[None]
+    if one_sided:
+        side = outlier & ~brows[None] & m_seen & (m_z < inlier_threshold)
+        r = max(1, round(0.5 * min_patch * S))
+        side_map = tmap.scatter(side[..., None].to(tex.dtype))
+        side_map = dilate(erode(side_map, r), r) * tmap.scatter(side[..., None].to(tex.dtype))
+        bad |= tmap.gather(side_map)[..., 0] > 0.5
     rejected = tmap.scatter(bad[..., None].to(tex.dtype)) > 0.5  # (B, 1, S, S)
     keep = (~rejected).to(tex.dtype)
     return UnwrapResult(tex * keep, conf * keep, mask * keep), rejected

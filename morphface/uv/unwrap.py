@@ -120,6 +120,8 @@ def unwrap(
     edge_margin: float = 0.03,
     edge_depth: float = 15.0,
     verts: Tensor | None = None,
+    foreground: Tensor | None = None,
+    foreground_range: tuple[float, float] = (0.5, 0.9),
     backend: str = "auto",
 ) -> UnwrapResult:
     """Extract a UV texture from images given fitted geometry and cameras.
@@ -139,6 +141,12 @@ def unwrap(
             a fraction of the face's width in the image (0 disables it).
         edge_depth: mm; a depth step larger than this between neighbouring pixels is a discontinuity.
         verts: ``(B, V, 3)`` model-frame vertices to use instead of ``fit.vertices(model)``.
+        foreground: ``(B, 1, H, W)`` probability that a pixel shows the subject
+            (:class:`~morphface.fitting.PersonSegmenter`): texels that land on the background are not
+            sampled, wherever the fit put them (the nose tip of a profile fitted a little too far out).
+        foreground_range: ``(lo, hi)``: a texel's confidence is scaled by
+            ``clamp((p - lo) / (hi - lo), 0, 1)`` of the foreground probability ``p`` at its pixel;
+            at ``p <= lo`` it is invalid.
         backend: rasteriser backend for the z-buffer.
 
     Returns:
@@ -193,6 +201,16 @@ def unwrap(
         # only a rim seen at a grazing angle, i.e. a true silhouette, is distrusted.
         trust = torch.minimum(t_in, torch.where(cos.detach() < 0.5, t_out, torch.ones_like(t_out)))
         valid &= trust > 0
+        if foreground is not None:
+            if foreground.dim() != 4 or foreground.shape[1] != 1 or tuple(foreground.shape[-2:]) != (H, W) or (
+                foreground.shape[0] not in (1, B)
+            ):
+                raise ValueError(f"foreground must have shape ({B}, 1, {H}, {W}); got {tuple(foreground.shape)}")
+            lo, hi = foreground_range
+            p = foreground.to(device=device, dtype=dtype).expand(B, -1, -1, -1).reshape(B, -1).gather(1, flat)
+            person = ((p - lo) / max(hi - lo, 1e-6)).clamp(0, 1)
+            valid &= person > 0
+            trust = trust * person
 
     grid = torch.stack([pix[..., 0] * (2.0 / W) - 1.0, pix[..., 1] * (2.0 / H) - 1.0], dim=-1)
     colours = F.grid_sample(image, grid[:, None], mode="bilinear", padding_mode="border", align_corners=False)

@@ -230,3 +230,35 @@ def test_frontalize_fits_dense_points_when_the_detector_gives_them(narrow_model)
     assert sparse.fit.landmarks.shape == (1, 68, 2)
     with pytest.raises(ValueError, match="dense=True needs"):
         frontalize(scene.image, landmarks=scene.landmarks, dense=True, texture_size=64)
+
+
+def test_frontalize_uses_a_person_mask_and_ignores_one_that_misses_the_face():
+    import numpy as np
+
+    from morphface.fitting import PersonSegmenter
+
+    class Columns(PersonSegmenter):
+        """Person in the columns ``[lo, hi)`` of the image."""
+
+        def __init__(self, lo: float, hi: float):
+            self.lo, self.hi = lo, hi
+
+        def _segment_rgb(self, rgb):
+            out = np.zeros(rgb.shape[:2], np.float32)
+            W = rgb.shape[1]
+            out[:, int(self.lo * W) : int(self.hi * W)] = 1.0
+            return out
+
+    scene = synthetic_face(30, 128, 64, torch.Generator().manual_seed(6))
+    kw = dict(landmarks=scene.landmarks, contour=False, texture_size=64, return_intermediates=True)
+    plain = frontalize(scene.image, segmenter=None, **kw)
+    everyone = frontalize(scene.image, segmenter=Columns(0.0, 1.0), **kw)
+    assert torch.equal(plain.intermediates["visibility"], everyone.intermediates["visibility"])
+    # a mask over the middle three quarters drops the texels that fall outside it
+    middle = frontalize(scene.image, segmenter=Columns(0.45, 1.0), **kw)
+    assert float(middle.intermediates["visibility"].sum()) < float(plain.intermediates["visibility"].sum())
+    # a mask that misses the face (a segmentation that failed) is ignored
+    missed = frontalize(scene.image, segmenter=Columns(0.95, 1.0), **kw)
+    assert torch.equal(plain.intermediates["visibility"], missed.intermediates["visibility"])
+    with pytest.raises(ValueError, match="segmenter must be"):
+        frontalize(scene.image, segmenter=42, **kw)

@@ -53,3 +53,68 @@ def test_nothing_is_rejected_without_a_better_mirror_or_a_reference(narrow_model
     _, rejected = reject_colour_outliers(both, narrow_model)
     assert not bool(rejected.any())
     assert bool(reject_colour_outliers(flat, narrow_model)[1].any())
+
+
+def _square_unwrap(model, S=64):
+    """An even skin-coloured unwrap seen squarely (confidence 0.9) everywhere."""
+    tmap, skin, x, u = _unwrap(model, S)
+    return tmap, skin, x, UnwrapResult(u.texture, u.mask * 0.9, u.mask)
+
+
+def _paint(tmap, u, where, colour):
+    col = torch.where(where[None, :, None], torch.tensor(colour), tmap.gather(u.texture))
+    return UnwrapResult(tmap.scatter(col), u.confidence, u.mask)
+
+
+def _texel_points(model, tmap):
+    return (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)
+
+
+def test_hair_over_one_cheek_is_rejected_at_any_angle_but_not_on_both_or_in_small_spots(narrow_model):
+    tmap, skin, x, u = _square_unwrap(narrow_model)
+    p = _texel_points(narrow_model, tmap)
+    y = p[:, 1]
+    # a dark-brown lock over the subject's left cheek, seen squarely: its mirror is clean skin
+    lock = (x > 25) & (x < 55) & (y > -30) & (y < 10)
+    out, rejected = reject_colour_outliers(_paint(tmap, u, lock, [0.25, 0.15, 0.10]), narrow_model)
+    got = tmap.gather(rejected.float())[0, :, 0] > 0.5
+    want = lock & skin
+    assert int((want & ~got).sum()) <= 0.15 * int(want.sum())  # the patch's rim may survive the opening
+    assert int((got & ~want).sum()) == 0
+    assert torch.equal(tmap.gather(out.mask)[0, got, 0], torch.zeros(int(got.sum())))
+    # the same colour on both cheeks (a beard) has no clean mirror: kept
+    beard = lock | ((x < -25) & (x > -55) & (y > -30) & (y < 10))
+    _, rejected = reject_colour_outliers(_paint(tmap, u, beard, [0.25, 0.15, 0.10]), narrow_model)
+    assert not bool(rejected.any())
+    # a mole (one texel, ~3 mm) on one cheek is smaller than min_patch: kept
+    d = (p[:, :2] - torch.tensor([40.0, -10.0])).norm(dim=-1)
+    mole = d == d.min()
+    _, rejected = reject_colour_outliers(_paint(tmap, u, mole, [0.25, 0.15, 0.10]), narrow_model)
+    assert not bool(rejected.any())
+    # without the one-sided rule a squarely seen lock stays
+    _, rejected = reject_colour_outliers(_paint(tmap, u, lock, [0.25, 0.15, 0.10]), narrow_model, one_sided=False)
+    assert not bool(rejected.any())
+
+
+def test_one_raised_eyebrow_is_not_taken_for_hair(narrow_model):
+    tmap, skin, x, u = _square_unwrap(narrow_model)
+    lm = narrow_model.mean[narrow_model.landmarks[22:27]]  # the subject's left brow (+x)
+    p = _texel_points(narrow_model, tmap)
+    from morphface.render.regions import _segment_distance
+
+    brow = _segment_distance(p[:, :2], lm[:-1, :2], lm[1:, :2]).amin(-1) < 4.0
+    _, rejected = reject_colour_outliers(_paint(tmap, u, brow, [0.20, 0.14, 0.10]), narrow_model)
+    assert not bool(rejected.any())
+
+
+def test_grazing_outlier_on_the_symmetry_line_is_rejected(narrow_model):
+    tmap, skin, x, u = _square_unwrap(narrow_model)
+    # the middle of the face seen at a grazing angle, the rest squarely (the reference skin)
+    grazing = UnwrapResult(u.texture, tmap.scatter(torch.where(x.abs() < 10, 0.2, 0.9)[None, :, None]), u.mask)
+    line = x.abs() < 2.0
+    out, rejected = reject_colour_outliers(_paint(tmap, grazing, line, [0.95, 0.97, 1.0]), narrow_model)
+    got = tmap.gather(rejected.float())[0, :, 0] > 0.5
+    assert bool(got.any()) and int((got & ~(x.abs() < 4.0)).sum()) == 0
+    # seen squarely, the same line is kept (a frontal face's nose ridge)
+    _, rejected = reject_colour_outliers(_paint(tmap, u, line, [0.95, 0.97, 1.0]), narrow_model)
+    assert not bool(rejected.any())

@@ -111,3 +111,24 @@ def test_bad_inputs_raise(narrow_model):
         unwrap(face.image[..., :32, :32], face.truth, narrow_model, size=32)
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         unwrap(face.image[:, :2], face.truth, narrow_model, size=32)
+
+
+def test_foreground_mask_drops_texels_on_the_background_and_scales_confidence(narrow_model):
+    face = synthetic_face(30, 128, 64, torch.Generator().manual_seed(2))
+    plain = unwrap(face.image, face.truth, narrow_model, size=64)
+    ones = unwrap(face.image, face.truth, narrow_model, size=64, foreground=torch.ones(1, 1, 128, 128))
+    for x, y in zip(plain, ones):
+        assert torch.equal(x, y)
+    # the left half of the picture is "background": texels that land there are not sampled
+    fg = torch.ones(1, 1, 128, 128)
+    fg[..., :64] = 0.0
+    half = unwrap(face.image, face.truth, narrow_model, size=64, foreground=fg)
+    pix = face.truth.camera.project(face.truth.vertices(narrow_model))[0][0]
+    assert float(pix[:, 0].min()) < 60 and float(pix[:, 0].max()) > 68  # the face spans both halves
+    assert 0 < float(half.mask.sum()) < float(plain.mask.sum())
+    assert torch.equal(half.mask * plain.mask, half.mask)  # nothing new becomes valid
+    # a probability between the two levels scales the confidence linearly
+    mid = unwrap(face.image, face.truth, narrow_model, size=64, foreground=torch.full((1, 1, 128, 128), 0.7))
+    assert torch.allclose(mid.confidence, 0.5 * plain.confidence, atol=1e-6)
+    with pytest.raises(ValueError, match="foreground must have shape"):
+        unwrap(face.image, face.truth, narrow_model, size=64, foreground=torch.ones(1, 128, 128))
