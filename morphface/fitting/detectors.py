@@ -480,6 +480,28 @@ class FANDetector(LandmarkDetector):
 # ---------------------------------------------------------------------------------------------
 
 
+def import_mediapipe_solution(name: str, user: str):
+    """``mediapipe.python.solutions.<name>``, quietly (no glog/TFLite/protobuf start-up chatter).
+
+    Raises:
+        BackendUnavailableError: mediapipe 0.10.14 (which ships the solutions' models) with protobuf < 5
+            is not importable; the message names ``user``.
+    """
+    import importlib
+
+    # its C++ logging (glog/absl) and TFLite print start-up chatter to stderr unless told not to
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
+            return importlib.import_module(f"mediapipe.python.solutions.{name}")
+    except Exception as e:  # noqa: BLE001 - ImportError, protobuf version errors, ...
+        raise BackendUnavailableError(
+            f"{user} needs mediapipe==0.10.14 with protobuf<5 (pip install 'morphface[mediapipe]'; newer "
+            f"mediapipe no longer ships the solutions' models): {type(e).__name__}: {e}") from e
+
+
 class MediaPipeDetector(LandmarkDetector):
     """MediaPipe Face Mesh (``mediapipe==0.10.14``, whose wheel ships the models).
 
@@ -501,17 +523,7 @@ class MediaPipeDetector(LandmarkDetector):
     name = "mediapipe"
 
     def __init__(self, max_faces: int = 4, refine_landmarks: bool = True, min_detection_confidence: float = 0.5):
-        # its C++ logging (glog/absl) and TFLite print start-up chatter to stderr unless told not to
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
-                from mediapipe.python.solutions import face_mesh
-        except Exception as e:  # noqa: BLE001 - ImportError, protobuf version errors, ...
-            raise BackendUnavailableError(
-                "the MediaPipe detector needs mediapipe==0.10.14 with protobuf<5 (newer mediapipe "
-                f"no longer ships the face-mesh models): {type(e).__name__}: {e}") from e
+        face_mesh = import_mediapipe_solution("face_mesh", "the MediaPipe detector")
         self.min_detection_confidence = float(min_detection_confidence)
         self._mesh = face_mesh.FaceMesh(static_image_mode=True, max_num_faces=int(max_faces),
                                         refine_landmarks=refine_landmarks,

@@ -15,7 +15,6 @@ tells them apart without any assumption about colours. One backend:
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from abc import ABC, abstractmethod
 
@@ -24,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendUnavailableError
+from .detectors import import_mediapipe_solution
 
 __all__ = ["PersonSegmenter", "MediaPipeSegmenter", "make_segmenter", "available_segmenters"]
 
@@ -80,16 +80,7 @@ class MediaPipeSegmenter(PersonSegmenter):
     name = "mediapipe"
 
     def __init__(self, landscape: bool = False):
-        os.environ.setdefault("GLOG_minloglevel", "2")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
-                from mediapipe.python.solutions import selfie_segmentation
-        except Exception as e:  # noqa: BLE001 - ImportError, protobuf version errors, ...
-            raise BackendUnavailableError(
-                "the MediaPipe segmenter needs mediapipe==0.10.14 with protobuf<5 (pip install "
-                f"'morphface[mediapipe]'): {type(e).__name__}: {e}") from e
+        selfie_segmentation = import_mediapipe_solution("selfie_segmentation", "the MediaPipe segmenter")
         self._seg = selfie_segmentation.SelfieSegmentation(model_selection=1 if landscape else 0)
 
     def _segment_rgb(self, rgb: np.ndarray) -> np.ndarray:
