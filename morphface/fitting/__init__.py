@@ -30,6 +30,7 @@ from .landmark_fit import fit_landmarks
 from .photometric import fit_photometric, render_fit
 from .result import FitResult, default_focal
 from .segmentation import MediaPipeSegmenter, PersonSegmenter, available_segmenters, make_segmenter
+from .silhouette import Contour, occluding_contour, refine_with_person_mask
 from .synthetic import sample_fit
 from .video import fit_video
 
@@ -46,6 +47,9 @@ __all__ = [
     "fit_photometric",
     "render_fit",
     "PersonSegmenter",
+    "Contour",
+    "occluding_contour",
+    "refine_with_person_mask",
     "MediaPipeSegmenter",
     "make_segmenter",
     "available_segmenters",

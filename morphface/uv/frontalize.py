@@ -63,6 +63,7 @@ from ..fitting.detectors import LandmarkDetector
 from ..fitting.landmark_fit import fit_landmarks
 from ..fitting.result import FitResult
 from ..fitting.segmentation import PersonSegmenter, make_segmenter
+from ..fitting.silhouette import refine_with_person_mask
 from ..morphable.model import MorphableModel
 from ..render import rasterize, vertex_normals
 from .blend import dilate, erode, feather_mask, laplacian_blend
@@ -532,6 +533,7 @@ def frontalize(
     fit: FitResult | None = None,
     contour: bool | None = None,
     dense: bool | None = None,
+    silhouette: bool = True,
     segmenter="auto",
     photometric_steps: int = 0,
     neutral_expression: bool = False,
@@ -565,6 +567,10 @@ def frontalize(
             (:func:`~morphface.fitting.fit_dense_landmarks`) instead of the 68: the lips, eyelids and
             cheeks are followed more closely (a closed mouth stays closed). ``None``: when the detector
             gives them and the model has a table (the embedded model does).
+        silhouette: with a person mask (``segmenter``), refit so that the face's occluding contour
+            (nose, lips, far cheek) does not reach onto the background
+            (:func:`~morphface.fitting.refine_with_person_mask`); a fit inside the mask is unchanged.
+            Not with ``contour`` (its jaw points are silhouette points already).
         segmenter: a :class:`~morphface.fitting.PersonSegmenter`, a backend name, ``"auto"`` (MediaPipe's
             when it can run here, else none) or ``None``: texels that land on the background are not
             sampled (:func:`~morphface.uv.unwrap`'s ``foreground``). A mask covering less than half of
@@ -603,6 +609,7 @@ def frontalize(
     images, names = _as_images(image)
     B, _, H, W = images.shape
     model = _default_model() if model is None else model
+    foreground: Tensor | None = None
     if isinstance(output_size, int):
         output_size = (round(output_size * H / max(H, W)), round(output_size * W / max(H, W)))
     if fit is None:
@@ -629,6 +636,18 @@ def frontalize(
             fit_points = lms
         fit.check_finite()
         _check_fit_quality(fit, fit_points, max_fit_error)
+        foreground = _foreground(images, segmenter, fit, fill_holes(model), backend)
+        if silhouette and foreground is not None and not contour:
+            fit = refine_with_person_mask(
+                fill_holes(model),
+                fit_points,
+                fit,
+                foreground,
+                vertex_ids=model.landmarks if table is None else table.vertex_ids(model),
+                weights=None if table is None else table.weights(),
+                backend=backend,
+            )
+            fit.check_finite()
         if photometric_steps > 0:
             from ..fitting.photometric import fit_photometric
 
@@ -638,6 +657,8 @@ def frontalize(
             fit.check_finite()
     elif fit.batch_size != B or tuple(fit.image_size) != (H, W):
         raise ValueError(f"fit is for {fit.batch_size} images of {fit.image_size}; got {B} of {(H, W)}")
+    else:
+        foreground = _foreground(images, segmenter, fit, fill_holes(model), backend)
     # Coefficients live with the model (its bases), images wherever they are.
     fit = fit.detach().to(device=model.mean.device)
 
@@ -650,7 +671,6 @@ def frontalize(
         )
         side = float((lm.amax(1) - lm.amin(1)).amax())
         texture_size = int(min(1024, max(128, 2 ** math.ceil(math.log2(max(side, 1.0))))))
-    foreground = _foreground(images, segmenter, fit, face, backend)
     unwrapped = unwrap(
         images, fit, face, size=texture_size, edge_margin=edge_margin, foreground=foreground, backend=backend
     )
