@@ -17,8 +17,9 @@
    distrusted, texels on the background of a person mask not sampled
    (:func:`~morphface.fitting.make_segmenter`, MediaPipe's selfie segmentation when installed), and
    texels whose colour is not the face's skin colour dropped where a better source exists: grazing
-   ones with a squarer mirror, hair over one side whose mirror is clean skin, grazing ones on the
-   symmetry line (:func:`~morphface.uv.reject_colour_outliers`).
+   ones with a squarer mirror, hair over one side whose mirror is clean skin, hair framing the face
+   above the nose from the layout's border, grazing ones on the symmetry line
+   (:func:`~morphface.uv.reject_colour_outliers`).
 3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
 4. **Render** the textured face with zero rotation (and, optionally, neutral expression).
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
@@ -593,7 +594,8 @@ def frontalize(
             beyond the fitted silhouette do not stay beside the frontal face.
         reject_outliers: texels whose colour is far from the face's skin colour count as unseen where
             completion has something better (:func:`~morphface.uv.reject_colour_outliers`: grazing
-            texels with a squarer mirror, hair over one side, the nose ridge of a profile).
+            texels with a squarer mirror, hair over one side or framing the face above the nose, the
+            nose ridge of a profile).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 

@@ -14,6 +14,10 @@ mirror side or fills them from their surroundings. Three rules, all on skin texe
   over one cheek; a beard or eyebrows, being on both sides, stay). Outside the eyebrow band (an
   asymmetric brow raise must survive), and only patches wider than ``min_patch`` of the texture
   (a mole stays).
+- **framing hair**: a strong outlier (``hair_threshold``) above the nose tip, off the eyebrows, in
+  a patch that reaches the border of the layout: hair that frames the face from the temples or the
+  fringe, on both sides at once (which the one-sided rule cannot see). Below the nose tip a beard
+  stays; the nostrils and eyebrows do not reach the border.
 - **centre line**: a grazing outlier on the face's symmetry line (its mirror texel is itself): the
   nose ridge of a profile, behind which hair or background shows. Completion fills it from its
   neighbours. (Rejecting grazing outliers whose mirror is unseen as well costs 1.3-1.6 dB on synthetic
@@ -56,6 +60,34 @@ def _brow_band(model: MorphableModel, margin_mm: float = 8.0) -> Tensor:
     return cached(model, "brow_band", float(margin_mm), build)
 
 
+def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) -> Tensor:
+    """``(B, N)`` the ``candidates`` above the nose tip (mean shape) that, after an opening of
+    ``radius`` texels, belong to a connected patch touching the layout's border band."""
+    from scipy.ndimage import label
+
+    y = (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)[:, 1]
+    lm = model.landmarks
+    tip_y = model.mean[lm[30], 1] if lm.numel() == 68 and int(lm[30]) >= 0 else y.new_tensor(float("inf"))
+    upper = (y > tip_y).to(candidates.device)
+    cand = candidates & upper[None]
+    if not bool(cand.any()):
+        return cand
+    f = torch.float32
+    cmap = tmap.scatter(cand[..., None].to(f).cpu())
+    cmap = dilate(erode(cmap, radius), radius) * cmap
+    inside = tmap.mask.to(f).cpu()[None, None]
+    border = (inside - erode(inside, 3 * radius)) > 0.5  # (1, 1, S, S)
+    out = torch.zeros_like(cmap, dtype=torch.bool)
+    for b in range(cmap.shape[0]):
+        labels, n = label(cmap[b, 0].numpy() > 0.5, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+        if n == 0:
+            continue
+        labels = torch.from_numpy(labels)
+        touching = labels[border[0, 0] & (labels > 0)].unique()
+        out[b, 0] = torch.isin(labels, touching) & (labels > 0)
+    return tmap.gather(out.to(f))[..., 0].to(candidates.device) > 0.5
+
+
 def _texel_uv(index: Tensor, size: int) -> Tensor:
     """``(N, 2)`` UVs of the centres of texels with flat row-major ``index`` (v up, as the layouts)."""
     row, col = index // size, index % size
@@ -72,6 +104,8 @@ def reject_colour_outliers(
     one_sided: bool = True,
     inlier_threshold: float = 2.0,
     min_patch: float = 0.01,
+    framing_hair: bool = True,
+    hair_threshold: float = 5.0,
 ) -> tuple[UnwrapResult, Tensor]:
     """Mark skin texels whose colour is far from the face's skin colour as unseen (module doc).
 
@@ -86,8 +120,12 @@ def reject_colour_outliers(
             least this much higher (the mirror then replaces it in completion).
         one_sided: also reject outliers at any angle whose mirror texel was seen as an inlier.
         inlier_threshold: a mirror texel within this many robust standard deviations is an inlier.
-        min_patch: one-sided rejections are kept only in patches at least this wide, as a fraction
-            of the texture's side (a morphological opening).
+        min_patch: one-sided and framing-hair rejections are kept only in patches at least this wide,
+            as a fraction of the texture's side (a morphological opening).
+        framing_hair: also reject texels above the nose tip, off the eyebrows, further than
+            ``hair_threshold`` robust SDs from the skin colour, in patches that reach the layout's
+            border (hair that frames a face from the temples or the fringe, on both sides).
+        hair_threshold: see ``framing_hair``.
 
     Returns:
         ``(result, rejected)``: the unwrap with rejected texels' mask, confidence and colour set to 0,
@@ -128,6 +166,9 @@ def reject_colour_outliers(
         side_map = tmap.scatter(side[..., None].to(tex.dtype))
         side_map = dilate(erode(side_map, r), r) * tmap.scatter(side[..., None].to(tex.dtype))
         bad |= tmap.gather(side_map)[..., 0] > 0.5
+    if framing_hair:
+        bad |= _framing_hair(model, tmap, seen & skin[None] & ~brows[None] & (z > hair_threshold)
+                             & (n_ref >= 16)[:, None], max(1, round(0.5 * min_patch * S)))
     rejected = tmap.scatter(bad[..., None].to(tex.dtype)) > 0.5  # (B, 1, S, S)
     keep = (~rejected).to(tex.dtype)
     return UnwrapResult(tex * keep, conf * keep, mask * keep), rejected

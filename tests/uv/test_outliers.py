@@ -118,3 +118,28 @@ def test_grazing_outlier_on_the_symmetry_line_is_rejected(narrow_model):
     # seen squarely, the same line is kept (a frontal face's nose ridge)
     _, rejected = reject_colour_outliers(_paint(tmap, u, line, [0.95, 0.97, 1.0]), narrow_model)
     assert not bool(rejected.any())
+
+
+def test_hair_framing_the_face_on_both_sides_is_rejected_but_not_a_beard_or_an_inner_patch(narrow_model):
+    # at 128 texels the fringe's thin ends at the temples are wider than the opening (min_patch)
+    tmap, skin, x, u = _square_unwrap(narrow_model, S=128)
+    p = _texel_points(narrow_model, tmap)
+    y = p[:, 1]
+    top = float(p[:, 1].max())
+    dark = [0.25, 0.15, 0.10]
+    # a fringe across the whole top of the forehead, from the layout's border down 15 mm: both sides
+    fringe = y > top - 15
+    out, rejected = reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, one_sided=False)
+    got = tmap.gather(rejected.float())[0, :, 0] > 0.5
+    want = fringe & skin
+    assert int((want & ~got).sum()) <= 0.1 * int(want.sum()) and int((got & ~want).sum()) == 0
+    assert not bool(reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, one_sided=False,
+                                           framing_hair=False)[1].any())
+    # a beard on both sides below the nose tip reaches the border too, and stays
+    tip = float(narrow_model.mean[narrow_model.landmarks[30], 1])
+    beard = (y < tip - 15) & (x.abs() > 20)
+    assert not bool(reject_colour_outliers(_paint(tmap, u, beard, dark), narrow_model)[1].any())
+    # a dark patch in the middle of the forehead that does not reach the border stays
+    inner = (p[:, :2] - torch.tensor([0.0, top - 30.0])).norm(dim=-1) < 6
+    assert int(inner.sum()) > 4
+    assert not bool(reject_colour_outliers(_paint(tmap, u, inner, dark), narrow_model, one_sided=False)[1].any())
