@@ -18,10 +18,11 @@ mirror side or fills them from their surroundings. Three rules, all on skin texe
   a patch that reaches the border of the layout: hair that frames the face from the temples or the
   fringe, on both sides at once (which the one-sided rule cannot see). Below the nose tip a beard
   stays; the nostrils and eyebrows do not reach the border.
-- **centre line**: a grazing outlier on the face's symmetry line (its mirror texel is itself): the
-  nose ridge of a profile, behind which hair or background shows. Completion fills it from its
-  neighbours. (Rejecting grazing outliers whose mirror is unseen as well costs 1.3-1.6 dB on synthetic
-  faces at 15-60 degrees: their texture detail is lost to the smooth fill.)
+- **centre band**: a grazing outlier within ``centre_band_mm`` of the face's symmetry plane (the
+  nose ridge of a profile, behind which hair or background shows), even where its mirror is no
+  better: the mirror there is the texel itself or its unseen twin. Completion fills it from its
+  neighbours. (The same rule over the whole face costs 1.3-1.6 dB on synthetic faces at 15-60
+  degrees: texture detail near the far border is lost to the smooth fill.)
 
 The skin colour is modelled per image (:func:`~morphface.fitting.skin.fit_colour_model`) from the skin
 texels seen squarely.
@@ -88,12 +89,6 @@ def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) 
     return tmap.gather(out.to(f))[..., 0].to(candidates.device) > 0.5
 
 
-def _texel_uv(index: Tensor, size: int) -> Tensor:
-    """``(N, 2)`` UVs of the centres of texels with flat row-major ``index`` (v up, as the layouts)."""
-    row, col = index // size, index % size
-    return torch.stack([(col + 0.5) / size, 1 - (row + 0.5) / size], dim=-1).to(torch.float64)
-
-
 def reject_colour_outliers(
     unwrapped: UnwrapResult,
     model: MorphableModel,
@@ -106,6 +101,7 @@ def reject_colour_outliers(
     min_patch: float = 0.01,
     framing_hair: bool = True,
     hair_threshold: float = 5.0,
+    centre_band_mm: float = 6.0,
 ) -> tuple[UnwrapResult, Tensor]:
     """Mark skin texels whose colour is far from the face's skin colour as unseen (module doc).
 
@@ -126,6 +122,8 @@ def reject_colour_outliers(
             ``hair_threshold`` robust SDs from the skin colour, in patches that reach the layout's
             border (hair that frames a face from the temples or the fringe, on both sides).
         hair_threshold: see ``framing_hair``.
+        centre_band_mm: half-width (mean shape, mm) of the middle band where grazing outliers are
+            rejected even without a squarer mirror.
 
     Returns:
         ``(result, rejected)``: the unwrap with rejected texels' mask, confidence and colour set to 0,
@@ -157,9 +155,10 @@ def reject_colour_outliers(
     outlier = seen & skin[None] & (z > threshold) & (n_ref >= 16)[:, None]
     grazing = c < max_confidence
     bad = outlier & grazing & (m_conf >= c + mirror_margin)
-    # The symmetry line: the mirror texel is (within 1.5 texels) the texel itself.
-    centre_line = (muv - _texel_uv(tmap.index.to(tex.device), S).to(muv)).norm(dim=-1) * S < 1.5
-    bad |= outlier & grazing & centre_line[None]
+    # The middle band (the nose ridge): mirror texels there are the texel itself or its unseen twin.
+    x = (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)[:, 0]
+    centre_band = (x.abs() < centre_band_mm).to(tex.device)
+    bad |= outlier & grazing & centre_band[None] & ((m_conf < c + mirror_margin) | ~m_seen)
     if one_sided:
         side = outlier & ~brows[None] & m_seen & (m_z < inlier_threshold)
         r = max(1, round(0.5 * min_patch * S))
