@@ -37,8 +37,10 @@ All backends are optional dependencies and are imported when a detector is built
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import sys
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -480,6 +482,29 @@ class FANDetector(LandmarkDetector):
 # ---------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def quiet_native_stderr(enabled: bool = True):
+    """Send file descriptor 2 to ``/dev/null`` for the block: MediaPipe's TFLite and absl print start-up
+    lines ("Created TensorFlow Lite XNNPACK delegate", "Feedback manager requires ...") from C++ on the
+    first ``process`` call, past any Python-level filter. Python exceptions are unaffected."""
+    if not enabled:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (some notebook kernels): nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def import_mediapipe_solution(name: str, user: str):
     """``mediapipe.python.solutions.<name>``, quietly (no glog/TFLite/protobuf start-up chatter).
 
@@ -529,12 +554,15 @@ class MediaPipeDetector(LandmarkDetector):
                                         refine_landmarks=refine_landmarks,
                                         min_detection_confidence=self.min_detection_confidence)
         self._index = np.asarray(MEDIAPIPE_TO_IBUG68, dtype=np.int64)
+        self._warm = False
 
     def _detect_rgb(self, rgb: np.ndarray) -> list[FaceDetection]:
         h, w = rgb.shape[:2]
         with warnings.catch_warnings():  # protobuf deprecation chatter from inside mediapipe
             warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
-            result = self._mesh.process(rgb)
+            with quiet_native_stderr(not self._warm):
+                result = self._mesh.process(rgb)
+            self._warm = True
         faces = []
         for face in result.multi_face_landmarks or []:
             norm = np.array([(p.x, p.y, p.z) for p in face.landmark], dtype=np.float64)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BackendUnavailableError
-from .detectors import import_mediapipe_solution
+from .detectors import import_mediapipe_solution, quiet_native_stderr
 
 __all__ = ["PersonSegmenter", "MediaPipeSegmenter", "make_segmenter", "available_segmenters"]
 
@@ -82,11 +82,15 @@ class MediaPipeSegmenter(PersonSegmenter):
     def __init__(self, landscape: bool = False):
         selfie_segmentation = import_mediapipe_solution("selfie_segmentation", "the MediaPipe segmenter")
         self._seg = selfie_segmentation.SelfieSegmentation(model_selection=1 if landscape else 0)
+        self._warm = False
 
     def _segment_rgb(self, rgb: np.ndarray) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, module="google.protobuf")
-            return self._seg.process(rgb).segmentation_mask
+            with quiet_native_stderr(not self._warm):
+                mask = self._seg.process(rgb).segmentation_mask
+            self._warm = True
+            return mask
 
     def close(self) -> None:
         """Release MediaPipe's graph."""
