@@ -54,3 +54,17 @@ def test_make_segmenter_auto_says_what_failed(monkeypatch):
     monkeypatch.setattr(S, "available_segmenters", lambda: {"mediapipe": "mediapipe is not installed"})
     with pytest.raises(BackendUnavailableError, match="mediapipe is not installed"):
         S.make_segmenter("auto")
+
+
+def test_quiet_native_stderr_hides_fd2_writes_and_restores_it(capfd):
+    import os
+
+    from morphface.fitting.detectors import quiet_native_stderr
+
+    with quiet_native_stderr():
+        os.write(2, b"native chatter\n")
+    os.write(2, b"after\n")
+    with quiet_native_stderr(enabled=False):
+        os.write(2, b"kept\n")
+    err = capfd.readouterr().err
+    assert "native chatter" not in err and "after" in err and "kept" in err
