@@ -11,7 +11,11 @@ forehead-to-chin face region (the narrow model's frontal coverage, eroded by 2 p
 openings excluded). Baseline: the same region filled with one colour, the mean colour of the face
 in the input (what re-rendering a constant mean albedo gives).
 
-    python bench/frontalize_quality.py [--n 5] [--size 512] [--texture 256] [--yaws 0 15 30 45 60]
+With ``--light`` a second table shades the same faces with a directional light fixed in the camera
+frame (``morphface.uv.synthetic.shade_texture``) and compares ``frontalize(relight=False)`` and
+``relight=True`` with the frontal face under the same light.
+
+    python bench/frontalize_quality.py [--n 5] [--size 512] [--texture 256] [--yaws 0 15 30 45 60] [--light]
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from _timing import print_table  # noqa: E402
 from morphface import load_default_model  # noqa: E402
 from morphface.render import rasterize, render_textured  # noqa: E402
 from morphface.uv import fill_holes, frontal_fit, frontalize  # noqa: E402
-from morphface.uv.synthetic import synthetic_face  # noqa: E402
+from morphface.uv.synthetic import shade_texture, synthetic_face  # noqa: E402
 
 
 def ssim_map(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
@@ -60,15 +64,17 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tens
     return s.mean(1, keepdim=True)
 
 
-def evaluate(yaw: float, seed: int, size: int, texture: int, models) -> dict[str, float]:
+def evaluate(yaw: float, seed: int, size: int, texture: int, models, light=None, **options) -> dict[str, float]:
     full, narrow, capped = models
-    scene = synthetic_face(yaw, size, texture, torch.Generator().manual_seed(seed))
+    scene = synthetic_face(yaw, size, texture, torch.Generator().manual_seed(seed), light=light)
     t = time.perf_counter()
-    result = frontalize(scene.image, landmarks=scene.landmarks, contour=False, texture_size=texture)
+    result = frontalize(scene.image, landmarks=scene.landmarks, contour=False, texture_size=texture, **options)
     seconds = time.perf_counter() - t
     front = frontal_fit(scene.truth, capped)
     cam = front.camera
-    truth = render_textured(front.vertices(full), full.triangles, full.uv, None, scene.texture, cam).image
+    # The ground truth: the frontal face under the same light (fixed in the camera frame).
+    lit = scene.texture if light is None else shade_texture(scene.texture, full, front, light)
+    truth = render_textured(front.vertices(full), full.triangles, full.uv, None, lit, cam).image
     region = (
         rasterize(cam.to_ndc(front.vertices(narrow)), narrow.triangles, (size, size)).mask[:, None].float()
     )
@@ -106,6 +112,12 @@ def main() -> None:
         "--texture", type=int, default=256, help="texture resolution (256: what frontalize picks)"
     )
     ap.add_argument("--yaws", type=float, nargs="+", default=[0, 15, 30, 45, 60])
+    ap.add_argument(
+        "--light",
+        action="store_true",
+        help="also shade the faces with a light fixed in the camera frame (upper left) and compare "
+        "frontalize with and without relighting against the frontal face under the same light",
+    )
     args = ap.parse_args()
     full, narrow = load_default_model("full"), load_default_model("narrow")
     models = (full, narrow, fill_holes(narrow))
@@ -147,6 +159,19 @@ def main() -> None:
         ],
         rows,
     )
+    if args.light:
+        light = torch.tensor([-0.5, 0.4, 0.77])
+        lit_rows = []
+        for yaw in args.yaws:
+            row = [f"{yaw:g}", args.n]
+            for relight in (False, True):
+                runs = [evaluate(yaw, s, args.size, args.texture, models, light=light, relight=relight)
+                        for s in range(args.n)]
+                row += [statistics.fmean(r["psnr"] for r in runs), statistics.fmean(r["ssim"] for r in runs)]
+            lit_rows.append(row + [row[4] - row[2]])
+        print("\nlit by a directional light fixed in the camera frame (Lambertian, ambient 0.45):")
+        print_table(["yaw deg", "faces", "PSNR no relight", "SSIM no relight", "PSNR relight", "SSIM relight",
+                     "gain dB"], lit_rows)
 
 
 if __name__ == "__main__":

@@ -30,12 +30,16 @@ from .holes import fill_holes
 from .layout import UVLayout, UVOverlap, generate_uv_layout, model_uv_layout, uv_overlap, with_uv_layout
 from .outliers import reject_colour_outliers
 from .render import render_uv_texture
+from .shading import camera_normal_map, fit_texel_shading, texel_shading
 from .synthetic import random_face_texture
 from .texel import TexelMap, UVMap, normal_map, position_map, texel_attributes, texel_map
 from .unwrap import UnwrapResult, unwrap
 
 __all__ = [
     "reject_colour_outliers",
+    "camera_normal_map",
+    "fit_texel_shading",
+    "texel_shading",
     "UVLayout",
     "UVOverlap",
     "model_uv_layout",

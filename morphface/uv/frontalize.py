@@ -72,7 +72,8 @@ from .complete import complete_texture, push_pull_fill
 from .holes import fill_holes
 from .outliers import reject_colour_outliers
 from .render import render_uv_texture
-from .unwrap import unwrap
+from .shading import camera_normal_map, fit_texel_shading, texel_shading
+from .unwrap import UnwrapResult, unwrap
 
 __all__ = [
     "FrontalizeResult",
@@ -546,6 +547,7 @@ def frontalize(
     edge_margin: float = 0.05,
     outline_margin: float = 0.04,
     reject_outliers: bool = True,
+    relight: bool = True,
     return_intermediates: bool = False,
     backend: str = "auto",
 ) -> FrontalizeResult:
@@ -596,6 +598,10 @@ def frontalize(
             completion has something better (:func:`~morphface.uv.reject_colour_outliers`: grazing
             texels with a squarer mirror, hair over one side or framing the face above the nose, the
             nose ridge of a profile).
+        relight: complete the texture with the photo's first-order shading divided out and light the
+            frontal face with the same light (fixed in the camera frame) at its frontal normals
+            (:mod:`morphface.uv.shading`): no seam where the darker side is mirrored from the brighter
+            one, and no shading glued to the skin from the old pose.
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -678,10 +684,22 @@ def frontalize(
     )
     if reject_outliers:
         unwrapped, _ = reject_colour_outliers(unwrapped, face)
-    completion = complete_texture(unwrapped, face, fit, mirror=mirror)
     front = frontal_fit(
         fit, face, placement=placement, neutral_expression=neutral_expression, output_size=output_size
     )
+    if relight:
+        # Complete in an albedo-like space (the photo's shading divided out), then light the result
+        # as the head would be lit turned to the camera (:mod:`morphface.uv.shading`).
+        normals = camera_normal_map(fit, face, texture_size).to(unwrapped.texture)
+        light = fit_texel_shading(unwrapped, normals, face)
+        s_in = texel_shading(light, normals, reference=unwrapped.mask)
+        unwrapped = UnwrapResult(unwrapped.texture / s_in, unwrapped.confidence, unwrapped.mask)
+        completion = complete_texture(unwrapped, face, fit, mirror=mirror)
+        n_front = camera_normal_map(front, face, texture_size).to(unwrapped.texture)
+        s_front = texel_shading(light, n_front, reference=unwrapped.mask)
+        completion = completion._replace(texture=(completion.texture * s_front).clamp(0, 1))
+    else:
+        completion = complete_texture(unwrapped, face, fit, mirror=mirror)
     rendered = render_uv_texture(
         completion.texture,
         face,

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..morphable.model import MorphableModel
 
-__all__ = ["random_face_texture", "SyntheticFace", "synthetic_face"]
+__all__ = ["random_face_texture", "SyntheticFace", "synthetic_face", "shade_texture"]
 
 _LIGHT = (0.86, 0.68, 0.58)
 _DARK = (0.45, 0.30, 0.22)
@@ -168,6 +168,30 @@ class SyntheticFace(NamedTuple):
     background: Tensor
 
 
+def shade_texture(texture: Tensor, model: MorphableModel, fit, light: Tensor, ambient: float = 0.45) -> Tensor:
+    """``texture`` lit by a directional light fixed in the camera frame, for ``model`` in ``fit``'s pose.
+
+    Each texel is multiplied by ``ambient + (1 - ambient) * max(0, n . light)``, ``n`` its unit normal
+    in the camera frame (vertex normals interpolated): Lambertian shading, which the first-order model
+    of :mod:`morphface.uv.shading` only approximates.
+
+    Args:
+        texture: ``(B|1, 3, S, S)`` in the model's layout.
+        fit: the pose (:class:`~morphface.fitting.FitResult`).
+        light: ``(3,)`` unit direction toward the light, camera frame (x right, y up, z to the viewer).
+
+    Returns:
+        ``(B, 3, S, S)``.
+    """
+    from .shading import camera_normal_map
+
+    n = camera_normal_map(fit, model, texture.shape[-1]).to(texture)
+    d = F.normalize(light.to(texture), dim=0)
+    lambert = (n * d[None, :, None, None]).sum(1, keepdim=True).clamp(min=0)
+    shade = torch.where(n.norm(dim=1, keepdim=True) > 0.5, ambient + (1 - ambient) * lambert, torch.ones_like(lambert))
+    return texture * shade
+
+
 def synthetic_face(
     yaw_degrees: float,
     image_size: int = 512,
@@ -175,6 +199,7 @@ def synthetic_face(
     generator: torch.Generator | None = None,
     landmark_noise: float = 1.0,
     pitch_degrees: float = 0.0,
+    light: Tensor | None = None,
 ) -> SyntheticFace:
     """A textured render of the embedded model (ears and neck included) at a given yaw.
 
@@ -190,6 +215,8 @@ def synthetic_face(
         generator: CPU generator for every random choice.
         landmark_noise: standard deviation of the landmark noise, pixels.
         pitch_degrees: head pitch.
+        light: ``(3,)`` direction toward a light fixed in the camera frame: the render is shaded with
+            :func:`shade_texture` (``texture`` stays the unlit albedo); ``None``: no lighting.
     """
     from ..fitting.synthetic import sample_fit
     from ..morphable import load_default_model
@@ -202,7 +229,8 @@ def synthetic_face(
     truth.angles = torch.tensor([[math.radians(pitch_degrees), math.radians(yaw_degrees), 0.0]])
     background = (0.5 + 0.25 * _field(3, image_size, 3, g)).clamp(0.05, 0.95)[None]
     verts = truth.vertices(model)
-    rendered = render_textured(verts, model.triangles, model.uv, None, texture, truth.camera)
+    lit = texture if light is None else shade_texture(texture, model, truth, light)
+    rendered = render_textured(verts, model.triangles, model.uv, None, lit, truth.camera)
     image = rendered.image * rendered.mask + background * (1 - rendered.mask)
     pix, _ = truth.camera.project(verts[:, model.landmarks])
     landmarks = pix + landmark_noise * torch.randn(pix.shape, generator=g)
