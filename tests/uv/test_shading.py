@@ -21,13 +21,14 @@ def test_shading_coefficients_are_recovered_from_a_shaded_even_face(narrow_model
     )
     normals = camera_normal_map(fit, narrow_model, S)
     truth = torch.tensor([[0.55, -0.12, 0.08, 0.2]])
-    luma = texel_shading(truth, normals) * float(truth[0, 0] + 0.2)  # any scale: only the shape matters
+    luma = (torch.cat([torch.ones_like(normals[:, :1]), normals], 1) * truth[:, :, None, None]).sum(1, keepdim=True)
+    assert float(luma[normals.norm(dim=1, keepdim=True) > 0.5].min()) > 0.1  # positive: a valid linear shading
     inside = texel_map(narrow_model, S).mask[None, None].float()
     tex = (luma * torch.tensor([1.0, 0.8, 0.7]).view(1, 3, 1, 1) / 0.8485) * inside  # luma of (1, .8, .7) = .8485
     u = UnwrapResult(tex, 0.9 * inside, inside)
     got = fit_texel_shading(u, normals, narrow_model, ridge=0.0)
     # the same shading up to scale: compare the normalised maps
-    a, b = texel_shading(got, normals, inside), texel_shading(truth, normals, inside)
+    a, b = texel_shading(got, normals, inside, floor=0.0), texel_shading(truth, normals, inside, floor=0.0)
     assert float(((a - b).abs() * inside).max()) < 1e-3
     # too few usable texels: a flat, finite fallback
     none = fit_texel_shading(UnwrapResult(tex, 0 * inside, 0 * inside), normals, narrow_model)
