@@ -168,10 +168,10 @@ def mirror_fill(
         grazing: in ``"blend"`` mode, seen texels with a confidence at or above this are kept as
             they are.
         match_colour: add to the mirrored colours the smooth (blurred, push-pull filled, at most
-            0.3) difference between each texel and its mirror where both were seen squarely
+            0.3 in luma and 0.06 in chroma) difference between each texel and its mirror where both were seen squarely
             (confidence >= ``grazing``), so that a face lit from one side, or with a blotchy cheek,
-            gets no colour step where the mirror takes over (0.15 left a visible patch on a test
-            photo's far cheek; synthetic faces score the same with either).
+            gets no colour step where the mirror takes over (0.15 in every channel left a visible patch
+            on a test photo's far cheek; synthetic faces score the same either way).
 
     Returns:
         ``(result, mirrored)``: the updated :class:`UnwrapResult` (mask: seen or mirrored) and a
@@ -202,7 +202,7 @@ def mirror_fill(
         diff = F.avg_pool2d(tmap.scatter((col - m_col) * both), k)
         weight = F.avg_pool2d(tmap.scatter(both), k)
         diff = diff / weight.clamp(min=1e-6) * (weight > 0)
-        corr = blur(push_pull_fill(diff, (weight > 0).to(diff), fallback=0.0), S / 32 / k).clamp(-0.3, 0.3)
+        corr = _limit_shift(blur(push_pull_fill(diff, (weight > 0).to(diff), fallback=0.0), S / 32 / k))
         if k > 1:
             corr = F.interpolate(corr, size=(S, S), mode="bilinear", align_corners=False)
         m_col = m_col + tmap.gather(corr)
@@ -228,6 +228,19 @@ def mirror_fill(
         mask=tmap.scatter(new_mask),
     )
     return out, mirrored
+
+
+def _limit_shift(rgb: Tensor, luma: float = 0.3, chroma: float = 0.06) -> Tensor:
+    """Clamp a ``(B, 3, H, W)`` colour shift to ``luma`` in BT.601 luma and ``chroma`` in B - Y and R - Y:
+    brightness may differ a lot between the two sides of a face, hue hardly (a larger chroma shift,
+    measured next to hair or background, tinted a mirrored cheek grey)."""
+    r, g, b = rgb.unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    y2 = y.clamp(-luma, luma)
+    cb, cr = (b - y).clamp(-chroma, chroma), (r - y).clamp(-chroma, chroma)
+    r2, b2 = y2 + cr, y2 + cb
+    g2 = (y2 - 0.299 * r2 - 0.114 * b2) / 0.587
+    return torch.stack([r2, g2, b2], dim=1)
 
 
 def push_pull_fill(

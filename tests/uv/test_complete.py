@@ -146,3 +146,22 @@ def test_fusing_two_views_of_one_face_covers_more_and_errs_less(narrow_model):
         for k, t in (("a", unwraps[0].texture), ("b", unwraps[1].texture), ("fused", fused.texture))
     }
     assert err["fused"] <= max(err["a"], err["b"]) and err["fused"] < 0.03, err
+
+
+def test_mirror_colour_shift_is_limited_more_in_hue_than_in_brightness():
+    from morphface.uv.complete import _limit_shift
+
+    def luma_chroma(x):
+        r, g, b = x.unbind(1)
+        y = 0.299 * r + 0.587 * g + 0.114 * b
+        return torch.stack([y, b - y, r - y], 1)
+
+    small = torch.tensor([0.05, 0.04, 0.03]).view(1, 3, 1, 1)
+    assert torch.allclose(_limit_shift(small), small, atol=1e-6)  # within both limits: unchanged
+    grey = torch.full((1, 3, 1, 1), 0.5)  # a pure brightness shift: luma clamped to 0.3, stays grey
+    assert torch.allclose(_limit_shift(grey), torch.full_like(grey, 0.3), atol=1e-6)
+    tint = torch.tensor([0.3, -0.1, -0.2]).view(1, 3, 1, 1)  # mostly hue
+    out = luma_chroma(_limit_shift(tint))[0, :, 0, 0]
+    want = luma_chroma(tint)[0, :, 0, 0]
+    assert torch.allclose(out[0], want[0], atol=1e-6)  # luma within its limit is kept
+    assert float(out[1:].abs().max()) <= 0.06 + 1e-6
