@@ -10,18 +10,22 @@
    FAN 2D) put the jaw points of a turned face on its silhouette, not on fixed skin points, so for
    them the far-side jaw landmarks are re-assigned to the model's silhouette vertices and the fit
    is repeated (:func:`fit_with_contour`, the "landmark marching" of Zhu et al., CVPR 2015).
-   Optionally :func:`~morphface.fitting.fit_photometric` refines the fit.
+   With a person mask (:func:`~morphface.fitting.make_segmenter`, MediaPipe's selfie segmentation
+   when installed) the fit is pulled back wherever its outline reaches onto the background
+   (:func:`~morphface.fitting.refine_with_person_mask`). Optionally
+   :func:`~morphface.fitting.fit_photometric` refines the fit.
 2. **Unwrap** (:func:`~morphface.uv.unwrap`) into the UV layout of the model with its eye and mouth
    openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes and the inside of the mouth
    are part of the texture; visibility from the z-buffer, texels next to depth discontinuities
-   distrusted, texels on the background of a person mask not sampled
-   (:func:`~morphface.fitting.make_segmenter`, MediaPipe's selfie segmentation when installed), and
-   texels whose colour is not the face's skin colour dropped where a better source exists: grazing
-   ones with a squarer mirror, hair over one side whose mirror is clean skin, hair framing the face
-   above the nose from the layout's border, grazing ones on the symmetry line
+   distrusted, texels on the person mask's background not sampled, and texels whose colour is not
+   the face's skin colour dropped where a better source exists: grazing ones with a squarer mirror,
+   hair over one side whose mirror is clean skin, hair framing the face above the nose from the
+   layout's border, grazing ones near the symmetry plane
    (:func:`~morphface.uv.reject_colour_outliers`).
-3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
-4. **Render** the textured face with zero rotation (and, optionally, neutral expression).
+3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill, on
+   the texture with the photo's first-order shading divided out (:mod:`morphface.uv.shading`).
+4. **Render** the textured face with zero rotation (and, optionally, neutral expression), lit by the
+   same light, which stays fixed in the camera frame, at its frontal normals.
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
    frontal face where they met the turned one (:func:`warp_surroundings`: the region just outside
    the old face outline is brought to just outside the new one, fading to no motion a third of a

@@ -5,7 +5,7 @@ silhouette: where the fitted surface turns away from the camera (the far cheek a
 face, the side of the nose), texels land just outside the real face and sample the background or
 hair. (2) Hair hangs in front of the face: a fringe over one temple, a lock over the near cheek.
 :func:`reject_colour_outliers` marks such texels unseen, so that completion takes them from the
-mirror side or fills them from their surroundings. Three rules, all on skin texels (not eyes, mouth):
+mirror side or fills them from their surroundings. Four rules, all on skin texels (not eyes, mouth):
 
 - **grazing**: seen at a grazing angle (confidence < ``max_confidence``), a colour outlier, and the
   mirror texel was seen more squarely (by ``mirror_margin``). A grazing texel is also darker from
@@ -44,6 +44,12 @@ from .unwrap import UnwrapResult
 
 __all__ = ["reject_colour_outliers"]
 
+
+def _texel_points(model: MorphableModel, tmap) -> Tensor:
+    """``(N, 3)`` mm: each covered texel's point on the model's mean shape."""
+    return (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)
+
+
 def _brow_band(model: MorphableModel, margin_mm: float = 8.0) -> Tensor:
     """``(V,)`` bool: vertices within ``margin_mm`` (frontal view of the mean shape) of the iBUG
     eyebrow polylines (points 17-21, 22-26); all False for a model without them (cached)."""
@@ -66,7 +72,7 @@ def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) 
     ``radius`` texels, belong to a connected patch touching the layout's border band."""
     from scipy.ndimage import label
 
-    y = (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)[:, 1]
+    y = _texel_points(model, tmap)[:, 1]
     lm = model.landmarks
     tip_y = model.mean[lm[30], 1] if lm.numel() == 68 and int(lm[30]) >= 0 else y.new_tensor(float("inf"))
     upper = (y > tip_y).to(candidates.device)
@@ -156,9 +162,8 @@ def reject_colour_outliers(
     grazing = c < max_confidence
     bad = outlier & grazing & (m_conf >= c + mirror_margin)
     # The middle band (the nose ridge): mirror texels there are the texel itself or its unseen twin.
-    x = (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)[:, 0]
-    centre_band = (x.abs() < centre_band_mm).to(tex.device)
-    bad |= outlier & grazing & centre_band[None] & ((m_conf < c + mirror_margin) | ~m_seen)
+    centre_band = (_texel_points(model, tmap)[:, 0].abs() < centre_band_mm).to(tex.device)
+    bad |= outlier & grazing & centre_band[None]
     if one_sided:
         side = outlier & ~brows[None] & m_seen & (m_z < inlier_threshold)
         r = max(1, round(0.5 * min_patch * S))
