@@ -49,6 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0,
         help="refine the landmark fit photometrically for this many steps (slow; default 0)",
     )
+    p.add_argument(
+        "--no-person-mask",
+        action="store_true",
+        help="do not use a person segmentation (by default MediaPipe's, when installed: keeps background "
+        "out of the texture and the fitted outline off the background)",
+    )
+    p.add_argument(
+        "--no-relight",
+        action="store_true",
+        help="keep the photo's shading on the texture instead of dividing it out and relighting the frontal face",
+    )
     p.set_defaults(func=run)
 
 
@@ -101,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
                 neutral_expression=args.neutral,
                 placement=args.placement,
                 photometric_steps=args.photometric_steps,
+                segmenter=None if args.no_person_mask else "auto",
+                relight=not args.no_relight,
             )
             write_image(
                 out / f"{path.stem}_frontal.png",

@@ -57,3 +57,30 @@ def test_cli_single_good_file_exits_zero(tmp_path):
     )
     assert (tmp_path / "o" / "face_frontal.png").is_file()
     assert main(["frontalize", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 1
+
+
+def test_cli_switches_off_the_person_mask_and_relighting(tmp_path, monkeypatch):
+    import sys
+
+    import morphface.uv.frontalize as _  # noqa: F401 - the module, for monkeypatching
+
+    seen = {}
+    module = sys.modules["morphface.uv.frontalize"]
+    real = module.frontalize
+
+    def spy(image, **kwargs):
+        seen.update(kwargs)
+        return real(image, **kwargs)
+
+    monkeypatch.setattr(module, "frontalize", spy)
+    with resources.as_file(
+        resources.files("morphface").joinpath("assets", "examples", "cc0_040_yaw35_man.jpg")
+    ) as p:
+        photo = read_image(p)
+    path = tmp_path / "face.png"
+    write_image(path, F.interpolate(photo[None], size=(256, 256), mode="bilinear", antialias=True)[0])
+    args = ["frontalize", str(path), "-o", str(tmp_path / "o"), "--height", "64", "--texture-size", "128"]
+    assert main(args + ["--no-person-mask", "--no-relight"]) == 0
+    assert seen["segmenter"] is None and seen["relight"] is False
+    assert main(args) == 0
+    assert seen["segmenter"] == "auto" and seen["relight"] is True
