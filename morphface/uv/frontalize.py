@@ -76,7 +76,7 @@ from .complete import complete_texture, push_pull_fill
 from .holes import fill_holes
 from .outliers import reject_colour_outliers
 from .render import render_uv_texture
-from .shading import camera_normal_map, fit_texel_shading, texel_shading
+from .shading import camera_normal_map, fit_texel_shading, skin_texel_mask, texel_shading
 from .unwrap import UnwrapResult, unwrap
 
 __all__ = [
@@ -696,11 +696,12 @@ def frontalize(
         # as the head would be lit turned to the camera (:mod:`morphface.uv.shading`).
         normals = camera_normal_map(fit, face, texture_size).to(unwrapped.texture)
         light = fit_texel_shading(unwrapped, normals, face)
-        s_in = texel_shading(light, normals, reference=unwrapped.mask)
+        skin = skin_texel_mask(face, texture_size).to(unwrapped.texture)
+        s_in = torch.lerp(torch.ones_like(skin), texel_shading(light, normals, reference=unwrapped.mask), skin)
         unwrapped = UnwrapResult(unwrapped.texture / s_in, unwrapped.confidence, unwrapped.mask)
         completion = complete_texture(unwrapped, face, fit, mirror=mirror)
         n_front = camera_normal_map(front, face, texture_size).to(unwrapped.texture)
-        s_front = texel_shading(light, n_front, reference=unwrapped.mask)
+        s_front = torch.lerp(torch.ones_like(skin), texel_shading(light, n_front, reference=unwrapped.mask), skin)
         completion = completion._replace(texture=(completion.texture * s_front).clamp(0, 1))
     else:
         completion = complete_texture(unwrapped, face, fit, mirror=mirror)

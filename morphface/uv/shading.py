@@ -25,7 +25,7 @@ from ..render.regions import region_vertex_mask
 from .texel import normal_map, texel_map
 from .unwrap import UnwrapResult
 
-__all__ = ["camera_normal_map", "fit_texel_shading", "texel_shading"]
+__all__ = ["camera_normal_map", "fit_texel_shading", "texel_shading", "skin_texel_mask"]
 
 
 def camera_normal_map(fit: FitResult, model: MorphableModel, size: int, verts: Tensor | None = None) -> Tensor:
@@ -35,6 +35,17 @@ def camera_normal_map(fit: FitResult, model: MorphableModel, size: int, verts: T
     n = normal_map(model, size=size, verts=v).values  # model frame
     R = fit.rotation.to(n)
     return torch.einsum("bij,bjhw->bihw", R, n)
+
+
+def skin_texel_mask(model: MorphableModel, size: int) -> Tensor:
+    """``(1, 1, S, S)`` float: 1 on texels whose triangle is all skin (not eyes, not mouth), else 0.
+
+    Relighting leaves the other texels as the photo shows them: the first-order light does not model
+    a mouth's corners or an eye's socket, and dividing them by it made bright spots.
+    """
+    tmap = texel_map(model, size)
+    skin = region_vertex_mask(model, "skin").to(tmap.vertex_ids.device)[tmap.vertex_ids].all(-1)
+    return tmap.scatter(skin.float()[None, :, None])
 
 
 def _basis(normals: Tensor) -> Tensor:
