@@ -18,13 +18,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_cli_reports_bad_files_and_goes_on(tmp_path, capsys):
-    src = tmp_path / "in"
-    src.mkdir()
+@pytest.fixture(scope="module")
+def photo():
+    """The turned-face example photo shipped with the package, ``(3, H, W)``."""
     with resources.as_file(
         resources.files("morphface").joinpath("assets", "examples", "cc0_040_yaw35_man.jpg")
     ) as p:
-        photo = read_image(p)
+        return read_image(p)
+
+
+def test_cli_reports_bad_files_and_goes_on(tmp_path, capsys, photo):
+    src = tmp_path / "in"
+    src.mkdir()
     small = F.interpolate(photo[None], size=(384, 384), mode="bilinear", antialias=True)[0]
     write_image(src / "man.png", small)
     (src / "broken.jpg").write_bytes(b"this is not a jpeg")
@@ -44,11 +49,7 @@ def test_cli_reports_bad_files_and_goes_on(tmp_path, capsys):
     assert not (out / "broken_frontal.png").exists()
 
 
-def test_cli_single_good_file_exits_zero(tmp_path):
-    with resources.as_file(
-        resources.files("morphface").joinpath("assets", "examples", "cc0_040_yaw35_man.jpg")
-    ) as p:
-        photo = read_image(p)
+def test_cli_single_good_file_exits_zero(tmp_path, photo):
     path = tmp_path / "face.png"
     write_image(path, F.interpolate(photo[None], size=(320, 320), mode="bilinear", antialias=True)[0])
     assert (
@@ -59,7 +60,7 @@ def test_cli_single_good_file_exits_zero(tmp_path):
     assert main(["frontalize", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 1
 
 
-def test_cli_switches_off_the_person_mask_and_relighting(tmp_path, monkeypatch):
+def test_cli_switches_off_the_person_mask_and_relighting(tmp_path, monkeypatch, photo):
     import sys
 
     import morphface.uv.frontalize as _  # noqa: F401 - the module, for monkeypatching
@@ -73,10 +74,6 @@ def test_cli_switches_off_the_person_mask_and_relighting(tmp_path, monkeypatch):
         return real(image, **kwargs)
 
     monkeypatch.setattr(module, "frontalize", spy)
-    with resources.as_file(
-        resources.files("morphface").joinpath("assets", "examples", "cc0_040_yaw35_man.jpg")
-    ) as p:
-        photo = read_image(p)
     path = tmp_path / "face.png"
     write_image(path, F.interpolate(photo[None], size=(256, 256), mode="bilinear", antialias=True)[0])
     args = ["frontalize", str(path), "-o", str(tmp_path / "o"), "--height", "64", "--texture-size", "128"]
