@@ -194,7 +194,8 @@ def refine_with_person_mask(
         changed = False
         # Targets persist across rounds: a contour pulled inside the mask gets no new target, and
         # without the old one the landmarks would push it straight back out (one-sided ICP oscillates).
-        targets: dict[int, Tensor] = {}
+        has_target = torch.zeros(model.n_vertices, dtype=torch.bool, device=ids.device)
+        target_xy = torch.zeros(model.n_vertices, 2, dtype=points.dtype, device=ids.device)
         for _ in range(rounds):
             (contour,) = occluding_contour(model, f, backend=backend, edges=edges)
             p = contour.pixels.cpu()
@@ -205,14 +206,13 @@ def refine_with_person_mask(
             outside = (d > max(1.0, tolerance * size)) & (d <= max_distance * size) & (prob < background_level)
             if not bool(outside.any()):
                 break
-            nearest = torch.stack([ix[yi, xi], iy[yi, xi]], dim=-1)[outside].to(points) + 0.5
-            for v, t in zip(contour.vertex_ids[outside.to(contour.vertex_ids.device)].tolist(), nearest):
-                targets[v] = t
-            cv = torch.tensor(list(targets), dtype=torch.int64, device=ids.device)
-            target = torch.stack(list(targets.values()))
-            hit = torch.zeros(model.n_vertices, dtype=torch.bool, device=ids.device)
-            hit[cv] = True
-            near = _grow(hit, edges.to(ids.device), 2)[ids.clamp(min=0)].to(w.device)
+            moved = contour.vertex_ids[outside.to(contour.vertex_ids.device)].to(ids.device)
+            nearest = torch.stack([ix[yi, xi], iy[yi, xi]], dim=-1)[outside] + 0.5
+            target_xy[moved] = nearest.to(target_xy)
+            has_target[moved] = True
+            cv = torch.nonzero(has_target).flatten()
+            target = target_xy[cv].to(points)
+            near = _grow(has_target, edges.to(ids.device), 2)[ids.clamp(min=0)].to(w.device)
             lw = torch.where(near, landmark_weight_near, 1.0).to(w) * w[b]
             all_w = torch.cat([lw, torch.full((cv.numel(),), target_weight, dtype=w.dtype, device=w.device)])
             f = fit_landmarks(model, torch.cat([points[b], target])[None], (H, W),
