@@ -56,3 +56,26 @@ def test_relighting_matches_the_frontal_face_under_the_same_light():
 
     plain, relit = err(False), err(True)
     assert relit < 0.75 * plain, (plain, relit)
+
+
+def test_camera_normals_of_a_frontal_pose_are_the_model_normals_and_skin_mask_excludes_eyes_and_mouth(narrow_model):
+    from morphface.render import region_vertex_mask
+    from morphface.uv import normal_map
+    from morphface.uv.shading import skin_texel_mask
+
+    fit = FitResult(
+        id_coeffs=torch.zeros(1, narrow_model.n_id), exp_coeffs=torch.zeros(1, narrow_model.n_exp),
+        angles=torch.zeros(1, 3), translation=torch.tensor([[0.0, 0.0, -600.0]]),
+        focal=torch.tensor([800.0]), image_size=(256, 256),
+    )
+    n = camera_normal_map(fit, narrow_model, 32)
+    assert torch.allclose(n, normal_map(narrow_model, size=32, verts=fit.vertices(narrow_model)).values, atol=1e-6)
+    turned = FitResult(**{**fit.__dict__, "angles": torch.tensor([[0.0, math.radians(90.0), 0.0]])})
+    n90 = camera_normal_map(turned, narrow_model, 32)
+    inside = n.norm(dim=1) > 0.5
+    # a 90-degree yaw maps the model's +z normal to the camera's +x
+    assert torch.allclose(n90[:, 0][inside], n[:, 2][inside], atol=1e-5)
+    skin = skin_texel_mask(narrow_model, 64)
+    tmap = texel_map(narrow_model, 64)
+    not_skin = ~region_vertex_mask(narrow_model, "skin")[tmap.vertex_ids].all(-1)
+    assert float(tmap.gather(skin)[0, not_skin, 0].max()) == 0 and float(tmap.gather(skin)[0, ~not_skin, 0].min()) == 1
