@@ -20,8 +20,10 @@
    albedo (``fit.tex_coeffs`` if given), scaled per channel to match the seen texels' colour.
 3. **Smooth fill** (:func:`push_pull_fill`, Gortler et al.'s push-pull): the rest, including texels
    outside the layout (so bilinear lookups at the layout's border never see black), is filled from
-   a pyramid of confidence-weighted averages. No texel is left empty, and none is NaN: an image
-   with no seen texel at all gets a constant skin colour.
+   a pyramid of confidence-weighted averages. Texels seen nearly edge-on (confidence below 0.05,
+   ramping up to full weight at 0.15) take part only in proportion: a few texels that sampled the
+   background behind a chin, weighted like the rest, coloured the whole hole around them. No texel
+   is left empty, and none is NaN: an image with no seen texel at all gets a constant skin colour.
 """
 
 from __future__ import annotations
@@ -243,10 +245,21 @@ def _limit_shift(rgb: Tensor, luma: float = 0.3, chroma: float = 0.06) -> Tensor
     return torch.stack([r2, g2, b2], dim=1)
 
 
+def _reduce(x: Tensor) -> Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, ceil(H/2), ceil(W/2))`` sums over the binomial 4x4 footprint
+    ``[1, 3, 3, 1] / 4`` (outer product) at stride 2: each input texel's total contribution is 1.
+    Smoother than 2x2 box sums, whose fills from a few sources show the pyramid's blocks."""
+    n, (H, W) = x.shape[1], x.shape[-2:]
+    k1 = x.new_tensor([1.0, 3.0, 3.0, 1.0]) / 4
+    k = (k1[:, None] * k1[None, :]).expand(n, 1, 4, 4)
+    return F.conv2d(F.pad(x, (1, 1 + W % 2, 1, 1 + H % 2)), k, stride=2, groups=n)
+
+
 def push_pull_fill(
     texture: Tensor, weight: Tensor, fallback: Sequence[float] | float = DEFAULT_SKIN_ALBEDO
 ) -> Tensor:
-    """Fill low-weight texels smoothly from their surroundings (push-pull pyramid).
+    """Fill low-weight texels smoothly from their surroundings (push-pull pyramid, binomial
+    reduction, bilinear expansion).
 
     Args:
         texture: ``(B, C, H, W)``.
@@ -272,9 +285,7 @@ def push_pull_fill(
     c = torch.nan_to_num(texture) * w
     levels = [(c, w)]
     while min(c.shape[-2:]) > 1:
-        H, W = c.shape[-2:]
-        c = F.avg_pool2d(F.pad(c, (0, W % 2, 0, H % 2)), 2) * 4
-        w = F.avg_pool2d(F.pad(w, (0, W % 2, 0, H % 2)), 2) * 4
+        c, w = _reduce(c), _reduce(w)
         scale = 1.0 / w.clamp(min=1.0)  # a coarse texel is fully known once its children weigh 1
         c, w = c * scale, w * scale
         levels.append((c, w))
@@ -296,6 +307,7 @@ def complete_texture(
     fit: FitResult | None = None,
     mirror: str | None = "blend",
     use_albedo: bool = True,
+    trusted_confidence: tuple[float, float] = (0.05, 0.15),
 ) -> Completion:
     """Fill every texel of an unwrapped texture (module doc).
 
@@ -305,6 +317,10 @@ def complete_texture(
         fit: the fit, for its ``tex_coeffs`` when the model has an albedo model.
         mirror: ``"blend"``, ``"fill"`` (see :func:`mirror_fill`) or ``None`` (no mirroring).
         use_albedo: fill from the model's albedo model when it has one.
+        trusted_confidence: ``(lo, hi)``: texels seen (or mirrored) with a confidence below ``lo``
+            are filled like unseen ones, and up to ``hi`` they are mixed with the fill: a few
+            texels seen edge-on (the background behind a chin, hair beside a nose ridge) must not
+            colour a whole hole around them.
 
     Returns:
         :class:`Completion`; differentiable w.r.t. the unwrapped texture.
@@ -332,9 +348,12 @@ def complete_texture(
         fill = inside * (1 - mask)
         tex = tex + fill * alb_tex * gain
         source = torch.where(fill > 0.5, SOURCE_ALBEDO, source)
-        mask = torch.maximum(mask, inside)
-    fallback = DEFAULT_SKIN_ALBEDO
-    out = push_pull_fill(tex, mask, fallback=fallback).clamp(0.0, 1.0)
+    else:
+        fill = torch.zeros_like(mask)
+    lo, hi = trusted_confidence
+    weight = torch.maximum(mask * ((conf - lo) / max(hi - lo, 1e-6)).clamp(0.0, 1.0), fill)
+    source = torch.where(weight < 0.5, SOURCE_FILL, source)
+    out = push_pull_fill(tex, weight, fallback=DEFAULT_SKIN_ALBEDO).clamp(0.0, 1.0)
     return Completion(texture=out, confidence=conf, source=source)
 
 

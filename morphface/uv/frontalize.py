@@ -17,13 +17,14 @@
 2. **Unwrap** (:func:`~morphface.uv.unwrap`) into the UV layout of the model with its eye and mouth
    openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes and the inside of the mouth
    are part of the texture; visibility from the z-buffer, texels next to depth discontinuities
-   distrusted, texels on the person mask's background not sampled, and texels whose colour is not
-   the face's skin colour dropped where a better source exists: grazing ones with a squarer mirror,
-   hair over one side whose mirror is clean skin, hair framing the face above the nose from the
-   layout's border, grazing ones near the symmetry plane
-   (:func:`~morphface.uv.reject_colour_outliers`).
-3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill, on
-   the texture with the photo's first-order shading divided out (:mod:`morphface.uv.shading`).
+   distrusted, texels on the person mask's background not sampled. The photo's first-order shading
+   is divided out (:mod:`morphface.uv.shading`), and then texels whose colour is not the face's skin
+   colour are dropped where a better source exists: grazing ones with a squarer mirror, hair over
+   one side whose mirror is clean skin, hair framing the face above the nose from the layout's
+   border, grazing ones near the symmetry plane, and the fringes of all these
+   (:func:`~morphface.uv.reject_colour_outliers`). Judged after the shading is divided out, a cheek
+   that is only darker or brighter from the light is no outlier.
+3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
 4. **Render** the textured face with zero rotation (and, optionally, neutral expression), lit by the
    same light, which stays fixed in the camera frame, at its frontal normals.
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
@@ -686,8 +687,6 @@ def frontalize(
     unwrapped = unwrap(
         images, fit, face, size=texture_size, edge_margin=edge_margin, foreground=foreground, backend=backend
     )
-    if reject_outliers:
-        unwrapped, _ = reject_colour_outliers(unwrapped, face)
     front = frontal_fit(
         fit, face, placement=placement, neutral_expression=neutral_expression, output_size=output_size
     )
@@ -699,6 +698,9 @@ def frontalize(
         skin = skin_texel_mask(face, texture_size).to(unwrapped.texture)
         s_in = torch.lerp(torch.ones_like(skin), texel_shading(light, normals, reference=unwrapped.mask), skin)
         unwrapped = UnwrapResult(unwrapped.texture / s_in, unwrapped.confidence, unwrapped.mask)
+    if reject_outliers:
+        unwrapped, _ = reject_colour_outliers(unwrapped, face)
+    if relight:
         completion = complete_texture(unwrapped, face, fit, mirror=mirror)
         n_front = camera_normal_map(front, face, texture_size).to(unwrapped.texture)
         s_front = torch.lerp(torch.ones_like(skin), texel_shading(light, n_front, reference=unwrapped.mask), skin)

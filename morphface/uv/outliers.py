@@ -24,6 +24,10 @@ mirror side or fills them from their surroundings. Four rules, all on skin texel
   neighbours. (The same rule over the whole face costs 1.3-1.6 dB on synthetic faces at 15-60
   degrees: texture detail near the far border is lost to the smooth fill.)
 
+Each rule's patches then grow through neighbouring texels that are weaker outliers (hysteresis): the
+fringe of a patch of hair or background is a mix of its colour and the skin's, too close to the skin
+to be rejected on its own, and left beside the hole it becomes a seam once the hole is filled.
+
 The skin colour is modelled per image (:func:`~morphface.fitting.skin.fit_colour_model`) from the skin
 texels seen squarely.
 """
@@ -108,6 +112,8 @@ def reject_colour_outliers(
     framing_hair: bool = True,
     hair_threshold: float = 5.0,
     centre_band_mm: float = 6.0,
+    grow: float = 0.02,
+    grow_threshold: float = 2.5,
 ) -> tuple[UnwrapResult, Tensor]:
     """Mark skin texels whose colour is far from the face's skin colour as unseen (module doc).
 
@@ -130,6 +136,12 @@ def reject_colour_outliers(
         hair_threshold: see ``framing_hair``.
         centre_band_mm: half-width (mean shape, mm) of the middle band where grazing outliers are
             rejected even without a squarer mirror.
+        grow: rejected patches then grow by up to this fraction of the texture's side through
+            skin texels beyond ``grow_threshold`` robust SDs (off the eyebrows): a patch's fringe
+            mixes the outlier's colour with the skin's (blur, antialiasing) and stays under
+            ``threshold``, and kept next to the hole it leaves a seam (hysteresis, as in Canny's
+            edge linking).
+        grow_threshold: see ``grow``.
 
     Returns:
         ``(result, rejected)``: the unwrap with rejected texels' mask, confidence and colour set to 0,
@@ -173,6 +185,14 @@ def reject_colour_outliers(
     if framing_hair:
         bad |= _framing_hair(model, tmap, seen & skin[None] & ~brows[None] & (z > hair_threshold)
                              & (n_ref >= 16)[:, None], max(1, round(0.5 * min_patch * S)))
-    rejected = tmap.scatter(bad[..., None].to(tex.dtype)) > 0.5  # (B, 1, S, S)
+    rejected = tmap.scatter(bad[..., None].to(tex.dtype))  # (B, 1, S, S)
+    # Hysteresis: the fringes of rejected patches go with them.
+    weak = tmap.scatter((seen & skin[None] & ~brows[None] & (z > grow_threshold))[..., None].to(tex.dtype))
+    for _ in range(round(grow * S)):
+        grown = torch.maximum(rejected, dilate(rejected, 1) * weak)
+        if torch.equal(grown, rejected):
+            break
+        rejected = grown
+    rejected = rejected > 0.5
     keep = (~rejected).to(tex.dtype)
     return UnwrapResult(tex * keep, conf * keep, mask * keep), rejected

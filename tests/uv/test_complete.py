@@ -94,6 +94,29 @@ def test_push_pull_keeps_known_texels_and_fills_smoothly():
     assert float((out - ramp).abs().max()) < 0.2 and bool(torch.isfinite(out).all())
 
 
+def test_texels_seen_edge_on_do_not_colour_the_hole_around_them():
+    model = grid_model(7, size=60.0)
+    S = 64
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1).expand(1, 3, S, S)
+    seen = _half_seen(skin.clone())  # the right half is a hole
+    specks = torch.zeros(1, 1, S, S, dtype=torch.bool)
+    specks[..., 40:42, 48:50] = True  # background sampled edge-on, deep in the hole
+    tex = torch.where(specks, torch.tensor([0.95, 0.97, 1.0]).view(1, 3, 1, 1), seen.texture)
+
+    def completed(conf: float) -> torch.Tensor:
+        c = torch.where(specks, torch.tensor(conf), seen.confidence)
+        done = complete_texture(UnwrapResult(tex, c, torch.maximum(seen.mask, specks.float())), model, mirror=None)
+        return done
+
+    edge_on, square = completed(0.02), completed(0.9)
+    near = (slice(None), slice(None), slice(34, 48), slice(42, 56))
+    # seen squarely, the specks are trusted and colour their surroundings; seen edge-on, they are filled over
+    assert float((square.texture - skin)[near].abs().max()) > 0.1
+    assert float((edge_on.texture - skin)[near].abs().max()) < 1e-3
+    assert bool((edge_on.source[specks[:, :1]] == SOURCE_FILL).all())
+    assert bool((square.source[specks[:, :1]] == SOURCE_SEEN).all())
+
+
 def test_albedo_model_fills_unseen_texels():
     base = grid_model(5, size=40.0)
     albedo = torch.rand(base.n_vertices, 3, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25

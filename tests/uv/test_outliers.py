@@ -31,7 +31,8 @@ def test_grazing_background_with_a_square_mirror_is_rejected_and_nothing_else(na
     idx = torch.arange(tmap.n_texels)
     background = idx % 7 == 0  # a scattered seventh, on both sides
     u = _with_background(tmap, u, background)
-    out, rejected = reject_colour_outliers(u, narrow_model)
+    # grow=0: the scattered texels' noisy neighbours are not their fringes (the growth has its own test)
+    out, rejected = reject_colour_outliers(u, narrow_model, grow=0.0)
     got = tmap.gather(rejected.float())[0, :, 0] > 0.5
     # grazing skin texels (x < -5 mm) whose mirror lies on the square side; the mirror is found through
     # the model's symmetry map, so allow the odd texel near the middle or a chart seam either way
@@ -112,7 +113,7 @@ def test_grazing_outlier_on_the_symmetry_line_is_rejected(narrow_model):
     # the middle of the face seen at a grazing angle, the rest squarely (the reference skin)
     grazing = UnwrapResult(u.texture, tmap.scatter(torch.where(x.abs() < 10, 0.2, 0.9)[None, :, None]), u.mask)
     line = x.abs() < 2.0
-    out, rejected = reject_colour_outliers(_paint(tmap, grazing, line, [0.95, 0.97, 1.0]), narrow_model)
+    out, rejected = reject_colour_outliers(_paint(tmap, grazing, line, [0.95, 0.97, 1.0]), narrow_model, grow=0.0)
     got = tmap.gather(rejected.float())[0, :, 0] > 0.5
     assert bool(got.any()) and int((got & ~(x.abs() < 4.0)).sum()) == 0
     # seen squarely, the same line is kept (a frontal face's nose ridge)
@@ -129,7 +130,7 @@ def test_hair_framing_the_face_on_both_sides_is_rejected_but_not_a_beard_or_an_i
     dark = [0.25, 0.15, 0.10]
     # a fringe across the whole top of the forehead, from the layout's border down 15 mm: both sides
     fringe = y > top - 15
-    out, rejected = reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, one_sided=False)
+    out, rejected = reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, one_sided=False, grow=0.0)
     got = tmap.gather(rejected.float())[0, :, 0] > 0.5
     want = fringe & skin
     assert int((want & ~got).sum()) <= 0.1 * int(want.sum()) and int((got & ~want).sum()) == 0
@@ -143,3 +144,34 @@ def test_hair_framing_the_face_on_both_sides_is_rejected_but_not_a_beard_or_an_i
     inner = (p[:, :2] - torch.tensor([0.0, top - 30.0])).norm(dim=-1) < 6
     assert int(inner.sum()) > 4
     assert not bool(reject_colour_outliers(_paint(tmap, u, inner, dark), narrow_model, one_sided=False)[1].any())
+
+
+def test_the_fringe_of_a_rejected_patch_goes_with_it(narrow_model):
+    from morphface.fitting.skin import fit_colour_model
+
+    S = 128
+    tmap, skin, x, u = _square_unwrap(narrow_model, S=S)
+    p = _texel_points(narrow_model, tmap)
+    y = p[:, 1]
+    skin_rgb, dark = torch.tensor([0.80, 0.60, 0.50]), torch.tensor([0.25, 0.15, 0.10])
+    # a lock over one cheek, and around it a 2 mm rim of half-mixed colour (blur, antialiasing), whose
+    # distance from the skin lies between grow_threshold (2.5) and threshold (3.5)
+    box = torch.maximum((x - 40).abs() - 15, (y + 10).abs() - 20)
+    lock, rim = box < 0, (box >= 0) & (box < 2)
+    model = fit_colour_model(tmap.gather(u.texture), tmap.gather(u.mask)[..., 0] > 0.5)
+    mix = [skin_rgb + t * (dark - skin_rgb) for t in torch.linspace(0, 1, 201)]
+    z = model.zscore(torch.stack(mix)[None])[0]
+    t = int(((z - 3.0).abs()).argmin())
+    assert 2.7 < float(z[t]) < 3.3
+    painted = _paint(tmap, _paint(tmap, u, lock, dark.tolist()), rim, mix[t].tolist())
+
+    def rejected(**kw):
+        return tmap.gather(reject_colour_outliers(painted, narrow_model, **kw)[1].float())[0, :, 0] > 0.5
+
+    want_rim = rim & skin
+    without = rejected(grow=0.0)
+    assert int((without & want_rim).sum()) == 0  # the rim alone is no outlier
+    got = rejected()
+    assert int((want_rim & ~got).sum()) <= 0.05 * int(want_rim.sum())
+    # the growth stops at clean skin: at most the odd noisy texel beyond the rim
+    assert int((got & ~(lock | rim)).sum()) <= 0.05 * int(want_rim.sum())
