@@ -726,7 +726,10 @@ def frontalize(
     out = background.clone()
     if bool(rendered.mask.any()):
         # Blend in the box around the face: outside it the mask is 0 and the result is the background.
-        levels = max(0, int(math.floor(math.log2(max(width, 8.0) / 8.0))))
+        # Coarsest band about 32 px across the face: coarser bands (8 px) mixed the surroundings'
+        # low frequencies (dark hair beside a light face) into the whole face, 1.7-2.3 dB on
+        # frontal synthetic faces.
+        levels = max(0, int(math.floor(math.log2(max(width, 32.0) / 32.0))))
         pad = 2 ** (levels + 2) + int(0.05 * width)
         Ho, Wo = rendered.mask.shape[-2:]
         rows = torch.nonzero(rendered.mask.amax(dim=(0, 1, 3)) > 0).flatten()
