@@ -70,6 +70,7 @@ from ..fitting.landmark_fit import fit_landmarks
 from ..fitting.result import FitResult
 from ..fitting.segmentation import PersonSegmenter, make_segmenter
 from ..fitting.silhouette import refine_with_person_mask
+from ..fitting.skin import fit_colour_model
 from ..morphable.model import MorphableModel
 from ..render import rasterize, vertex_normals
 from .blend import dilate, erode, feather_mask, laplacian_blend
@@ -490,6 +491,24 @@ def warp_surroundings(
     return out
 
 
+def _under_layer(face: Tensor, background: Tensor, mask: Tensor) -> Tensor:
+    """``(B, 3, H, W)``: what the blend mixes the face with inside its mask.
+
+    The warped photo there shows the old face from a little inside its outline
+    (:func:`warp_surroundings`): its skin continues the forehead and the jaw, so the render's
+    edge fades into it. Where the old face is not skin-coloured (an eye or a brow near the far
+    profile, hair) the render itself is used instead (from 3 robust SDs of the render's colours,
+    fully at 4), or those features show as smudges along the seam.
+    """
+    inside = mask > 0.5
+    B = face.shape[0]
+    colours = face.permute(0, 2, 3, 1).reshape(B, -1, 3)
+    model = fit_colour_model(colours, inside.reshape(B, -1))
+    z = model.zscore(background.permute(0, 2, 3, 1).reshape(B, -1, 3)).reshape(B, 1, *mask.shape[-2:])
+    use_face = inside.to(face.dtype) * torch.nan_to_num((z - 3.0).clamp(0.0, 1.0), nan=1.0)
+    return torch.lerp(background, face, use_face)
+
+
 def _coverage(fit: FitResult, model: MorphableModel, backend: str) -> Tensor:
     """``(B, 1, H, W)`` float mask of the pixels the model covers in a fit's pose."""
     cam = fit.camera
@@ -743,7 +762,8 @@ def frontalize(
         # silhouette by push-pull filling, which is what the coarse bands see there.
         soft[box] = feather_mask(rendered.mask[box], erode_px=0.005 * width, blur_px=1.0)
         extended = push_pull_fill(rendered.image[box], erode(rendered.mask[box], int(round(0.005 * width))))
-        out[box] = laplacian_blend(extended, background[box], soft[box], levels=levels)
+        out[box] = laplacian_blend(extended, _under_layer(extended, background[box], rendered.mask[box]), soft[box],
+                                   levels=levels)
     out = out.clamp(0.0, 1.0)
 
     extra: dict[str, Tensor] = {}

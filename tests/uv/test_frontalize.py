@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from morphface.errors import FitError
 from morphface.render import rasterize, render_textured
 from morphface.uv import fill_holes, frontal_fit, frontalize, laplacian_blend, model_uv_layout, uv_overlap
-from morphface.uv.frontalize import warp_surroundings
+from morphface.uv.frontalize import _under_layer, warp_surroundings
 from morphface.uv.holes import CAP_VERTEX_SET
 from morphface.uv.mesh import boundary_loops
 from morphface.uv.synthetic import random_face_texture, synthetic_face
@@ -174,6 +174,27 @@ def test_warp_surroundings_moves_the_outline_and_keeps_the_distance():
     # far away: untouched
     assert torch.allclose(warped[..., :, :4], image[..., :, :4], atol=1e-5)
     assert torch.allclose(warped[..., :4, :], image[..., :4, :], atol=1e-5)
+
+
+def test_the_blend_mixes_the_face_with_old_skin_but_not_with_old_eyes():
+    g = torch.Generator().manual_seed(0)
+    H = W = 64
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
+    face = (skin + 0.005 * torch.randn(1, 3, H, W, generator=g)).clamp(0, 1)
+    mask = torch.zeros(1, 1, H, W)
+    mask[..., 8:56, 8:56] = 1
+    old = (skin * 0.95 + 0.005 * torch.randn(1, 3, H, W, generator=g)).clamp(0, 1)  # old skin, a bit darker
+    eye = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    eye[..., 20:26, 40:52] = True
+    old = torch.where(eye, torch.tensor([0.15, 0.12, 0.1]).view(1, 3, 1, 1), old)
+    hair = torch.zeros_like(eye)
+    hair[..., 2:6, 2:6] = True  # the same dark colour outside the face stays: it is the surroundings
+    old = torch.where(hair, torch.tensor([0.15, 0.12, 0.1]).view(1, 3, 1, 1), old)
+    under = _under_layer(face, old, mask)
+    assert torch.equal(under[..., 2:6, 2:6], old[..., 2:6, 2:6])  # outside the mask: untouched
+    assert torch.allclose(under[eye.expand(1, 3, H, W)], face[eye.expand(1, 3, H, W)])  # the old eye: replaced
+    skin_px = (mask > 0.5) & ~eye
+    assert torch.allclose(under[skin_px.expand(1, 3, H, W)], old[skin_px.expand(1, 3, H, W)])  # old skin: kept
 
 
 def test_random_face_texture_is_deterministic_and_has_features(narrow_model):
