@@ -491,6 +491,17 @@ def warp_surroundings(
     return out
 
 
+def _photo_weight(fit: FitResult, front: FitResult, degrees: tuple[float, float]) -> Tensor:
+    """``(B, 1, 1, 1)``: 1 where the frontal view turns the head by less than ``degrees[0]`` (the angle
+    of the rotation between the two poses), falling smoothly to 0 at ``degrees[1]``."""
+    rel = front.rotation @ fit.rotation.transpose(1, 2)
+    cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1.0, 1.0)
+    angle = torch.rad2deg(torch.arccos(cos))
+    lo, hi = degrees
+    t = ((hi - angle) / max(hi - lo, 1e-6)).clamp(0.0, 1.0)
+    return (t * t * (3 - 2 * t)).view(-1, 1, 1, 1)
+
+
 def _under_layer(face: Tensor, background: Tensor, mask: Tensor) -> Tensor:
     """``(B, 3, H, W)``: what the blend mixes the face with inside its mask.
 
@@ -572,6 +583,7 @@ def frontalize(
     outline_margin: float = 0.04,
     reject_outliers: bool = True,
     relight: bool = True,
+    keep_photo: tuple[float, float] | None = (8.0, 15.0),
     return_intermediates: bool = False,
     backend: str = "auto",
 ) -> FrontalizeResult:
@@ -626,6 +638,11 @@ def frontalize(
             frontal face with the same light (fixed in the camera frame) at its frontal normals
             (:mod:`morphface.uv.shading`): no seam where the darker side is mirrored from the brighter
             one, and no shading glued to the skin from the old pose.
+        keep_photo: ``(lo, hi)`` degrees: a face that the frontal view turns by less than ``lo``
+            keeps the photo's own colour on every texel it shows (completion only fills the others),
+            mixed with the completed texture up to ``hi``: a nearly frontal photo comes back as it
+            was, hair over a cheek included, instead of with a patchwork of mirrored skin where the
+            colour rules took some of the hair for skin and some not. ``None`` turns it off.
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -726,6 +743,13 @@ def frontalize(
         completion = completion._replace(texture=(completion.texture * s_front).clamp(0, 1))
     else:
         completion = complete_texture(unwrapped, face, fit, mirror=mirror)
+    keep = None if keep_photo is None else _photo_weight(fit, front, keep_photo).to(unwrapped.texture)
+    if keep is not None and bool((keep > 0).any()):
+        # Every texel the camera sees, the outlines' neighbourhoods included: with the head barely
+        # turned, they land where they were, so the photo's colours are the right ones.
+        photo = unwrap(images, fit, face, size=texture_size, edge_margin=0.0, backend=backend)
+        keep = keep * photo.mask
+        completion = completion._replace(texture=torch.lerp(completion.texture, photo.texture, keep))
     rendered = render_uv_texture(
         completion.texture,
         face,

@@ -10,8 +10,15 @@ import torch.nn.functional as F
 
 from morphface.errors import FitError
 from morphface.render import rasterize, render_textured
-from morphface.uv import fill_holes, frontal_fit, frontalize, laplacian_blend, model_uv_layout, uv_overlap
-from morphface.uv.frontalize import _under_layer, warp_surroundings
+from morphface.uv import (
+    fill_holes,
+    frontal_fit,
+    frontalize,
+    laplacian_blend,
+    model_uv_layout,
+    uv_overlap,
+)
+from morphface.uv.frontalize import _photo_weight, _under_layer, warp_surroundings
 from morphface.uv.holes import CAP_VERTEX_SET
 from morphface.uv.mesh import boundary_loops
 from morphface.uv.synthetic import random_face_texture, synthetic_face
@@ -113,6 +120,29 @@ def test_frontalize_options_and_intermediates():
     assert (
         float(result.face_mask.max()) == pytest.approx(1.0, abs=1e-4) and float(result.face_mask.min()) >= 0
     )
+
+
+def test_photo_weight_follows_the_angle_the_head_turns(narrow_model):
+    face = fill_holes(narrow_model)
+    for yaw, want in ((0, 1.0), (5, 1.0), (11.5, 0.5), (20, 0.0), (-40, 0.0)):
+        truth = synthetic_face(yaw, 128, 64, torch.Generator().manual_seed(2)).truth
+        got = float(_photo_weight(truth, frontal_fit(truth, face), (8.0, 15.0)))
+        assert got == pytest.approx(want, abs=1e-3), (yaw, got)
+
+
+def test_a_nearly_frontal_photo_keeps_what_covers_the_face():
+    # a dark lock of hair over one cheek of a frontal face: completion would replace it with the mirrored
+    # cheek; a face that is not turned keeps it, so the photo comes back as it was
+    scene = synthetic_face(0, 256, 128, torch.Generator().manual_seed(6))
+    image = scene.image.clone()
+    lock = (slice(None), slice(None), slice(120, 150), slice(150, 170))
+    image[lock] = torch.tensor([0.25, 0.15, 0.1]).view(1, 3, 1, 1)
+    kw = dict(landmarks=scene.landmarks, contour=False, texture_size=128, segmenter=None)
+    kept = frontalize(image, **kw).image
+    replaced = frontalize(image, keep_photo=None, **kw).image
+    core = (slice(None), slice(None), slice(124, 146), slice(154, 166))  # off the lock's resampled edges
+    err_kept, err_replaced = (float((x - image)[core].abs().mean()) for x in (kept, replaced))
+    assert err_kept < 0.03 and err_replaced > 3 * err_kept, (err_kept, err_replaced)
 
 
 def test_a_failed_fit_is_a_named_error():
