@@ -24,7 +24,10 @@
    border, grazing ones near the symmetry plane, and the fringes of all these
    (:func:`~morphface.uv.reject_colour_outliers`). Judged after the shading is divided out, a cheek
    that is only darker or brighter from the light is no outlier.
-3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill.
+3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill. A
+   face that is nearly frontal already (turned by less than 8 degrees, mixed up to 15) keeps the
+   photo's own colour on every texel the camera sees: nothing in it is judged or replaced, so a
+   frontal photo comes back as it was, hair over a cheek included.
 4. **Render** the textured face with zero rotation (and, optionally, neutral expression), lit by the
    same light, which stays fixed in the camera frame, at its frontal normals.
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
@@ -34,8 +37,11 @@
    cover (the profile of the nose, the far jaw) would stay beside it. The rendered face then
    replaces the face region: Laplacian-pyramid blending (:func:`~morphface.uv.blend.laplacian_blend`)
    with a nearly hard mask (the silhouette's outermost 0.5% dropped) and the render extended past
-   its silhouette by push-pull filling, so that the seam's colours are mixed over a wide band
-   while fine detail stays sharp on both sides and nothing of the old face shows through.
+   its silhouette by push-pull filling, so that the seam's colours are mixed over a band (the
+   coarsest about 1/32 of the face's width: coarser bands carried the surroundings' colours into the
+   whole face) while fine detail stays sharp on both sides. Inside the face the render is mixed
+   with the old face's skin (which continues the forehead and the jaw), never with its eyes or
+   hair (:func:`_under_layer`).
 
 **Where the frontal face goes.** At the fitted depth (so at the input face's scale), with the
 rotation set to zero. With ``placement="box"`` (default) the translation is then adjusted so
