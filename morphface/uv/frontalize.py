@@ -520,8 +520,8 @@ def _under_layer(face: Tensor, background: Tensor, mask: Tensor) -> Tensor:
     inside = mask > 0.5
     B = face.shape[0]
     colours = face.permute(0, 2, 3, 1).reshape(B, -1, 3)
-    model = fit_colour_model(colours, inside.reshape(B, -1))
-    z = model.zscore(background.permute(0, 2, 3, 1).reshape(B, -1, 3)).reshape(B, 1, *mask.shape[-2:])
+    skin = fit_colour_model(colours, inside.reshape(B, -1))
+    z = skin.zscore(background.permute(0, 2, 3, 1).reshape(B, -1, 3)).reshape(B, 1, *mask.shape[-2:])
     use_face = inside.to(face.dtype) * torch.nan_to_num((z - 3.0).clamp(0.0, 1.0), nan=1.0)
     return torch.lerp(background, face, use_face)
 
@@ -792,8 +792,8 @@ def frontalize(
         # silhouette by push-pull filling, which is what the coarse bands see there.
         soft[box] = feather_mask(rendered.mask[box], erode_px=0.005 * width, blur_px=1.0)
         extended = push_pull_fill(rendered.image[box], erode(rendered.mask[box], int(round(0.005 * width))))
-        out[box] = laplacian_blend(extended, _under_layer(extended, background[box], rendered.mask[box]), soft[box],
-                                   levels=levels)
+        under = _under_layer(extended, background[box], rendered.mask[box])
+        out[box] = laplacian_blend(extended, under, soft[box], levels=levels)
     out = out.clamp(0.0, 1.0)
 
     extra: dict[str, Tensor] = {}
