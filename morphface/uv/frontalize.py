@@ -526,6 +526,45 @@ def _under_layer(face: Tensor, background: Tensor, mask: Tensor) -> Tensor:
     return torch.lerp(background, face, use_face)
 
 
+def _composite(
+    image: Tensor, old_mask: Tensor, render: Tensor, render_mask: Tensor, outline_margin: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Step 5 of the module doc for one image: ``(1, 3, H, W)`` photo, ``(1, 1, H, W)`` old face mask,
+    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask -> the composite, the soft
+    face mask and the warped surroundings (``(1, C, H', W')`` each)."""
+    with torch.no_grad():
+        # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
+        # surroundings a little further out.
+        old_width = float((old_mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
+        old_mask = dilate(old_mask, int(round(outline_margin * old_width)))
+        background = warp_surroundings(image, old_mask, render_mask)
+    soft = torch.zeros_like(render_mask)
+    out = background.clone()
+    if bool(render_mask.any()):
+        width = float((render_mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
+        # Blend in the box around the face: outside it the mask is 0 and the result is the background.
+        # Coarsest band about 32 px across the face: coarser bands (8 px) mixed the surroundings'
+        # low frequencies (dark hair beside a light face) into the whole face, 1.7-2.3 dB on
+        # frontal synthetic faces.
+        levels = max(0, int(math.floor(math.log2(max(width, 32.0) / 32.0))))
+        pad = 2 ** (levels + 2) + int(0.05 * width)
+        Ho, Wo = render_mask.shape[-2:]
+        rows = torch.nonzero(render_mask.amax(dim=(0, 1, 3)) > 0).flatten()
+        cols = torch.nonzero(render_mask.amax(dim=(0, 1, 2)) > 0).flatten()
+        y0, y1 = max(0, int(rows[0]) - pad), min(Ho, int(rows[-1]) + pad + 1)
+        x0, x1 = max(0, int(cols[0]) - pad), min(Wo, int(cols[-1]) + pad + 1)
+        box = (..., slice(y0, y1), slice(x0, x1))
+        # A nearly hard mask (the silhouette's outermost pixels dropped, 1 px of antialiasing): the
+        # pyramid mixes the low frequencies over a band but keeps fine detail sharp on each side, so
+        # no structure of the old face shows through. The face is extended outside its silhouette by
+        # push-pull filling, which is what the coarse bands see there.
+        soft[box] = feather_mask(render_mask[box], erode_px=0.005 * width, blur_px=1.0)
+        extended = push_pull_fill(render[box], erode(render_mask[box], int(round(0.005 * width))))
+        under = _under_layer(extended, background[box], render_mask[box])
+        out[box] = laplacian_blend(extended, under, soft[box], levels=levels)
+    return out.clamp(0.0, 1.0), soft, background
+
+
 def _coverage(fit: FitResult, model: MorphableModel, backend: str) -> Tensor:
     """``(B, 1, H, W)`` float mask of the pixels the model covers in a fit's pose."""
     cam = fit.camera
@@ -765,36 +804,14 @@ def frontalize(
     )
     with torch.no_grad():
         old_mask = _coverage(fit.to(images), face, backend)
-        # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
-        # surroundings a little further out.
-        old_width = float((old_mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
-        old_mask = dilate(old_mask, int(round(outline_margin * old_width)))
-        background = warp_surroundings(images, old_mask, rendered.mask)
-    width = float((rendered.mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
-    soft = torch.zeros_like(rendered.mask)
-    out = background.clone()
-    if bool(rendered.mask.any()):
-        # Blend in the box around the face: outside it the mask is 0 and the result is the background.
-        # Coarsest band about 32 px across the face: coarser bands (8 px) mixed the surroundings'
-        # low frequencies (dark hair beside a light face) into the whole face, 1.7-2.3 dB on
-        # frontal synthetic faces.
-        levels = max(0, int(math.floor(math.log2(max(width, 32.0) / 32.0))))
-        pad = 2 ** (levels + 2) + int(0.05 * width)
-        Ho, Wo = rendered.mask.shape[-2:]
-        rows = torch.nonzero(rendered.mask.amax(dim=(0, 1, 3)) > 0).flatten()
-        cols = torch.nonzero(rendered.mask.amax(dim=(0, 1, 2)) > 0).flatten()
-        y0, y1 = max(0, int(rows[0]) - pad), min(Ho, int(rows[-1]) + pad + 1)
-        x0, x1 = max(0, int(cols[0]) - pad), min(Wo, int(cols[-1]) + pad + 1)
-        box = (..., slice(y0, y1), slice(x0, x1))
-        # A nearly hard mask (the silhouette's outermost pixels dropped, 1 px of antialiasing): the
-        # pyramid mixes the low frequencies over a wide band but keeps fine detail sharp on each
-        # side, so no structure of the old face shows through. The face is extended outside its
-        # silhouette by push-pull filling, which is what the coarse bands see there.
-        soft[box] = feather_mask(rendered.mask[box], erode_px=0.005 * width, blur_px=1.0)
-        extended = push_pull_fill(rendered.image[box], erode(rendered.mask[box], int(round(0.005 * width))))
-        under = _under_layer(extended, background[box], rendered.mask[box])
-        out[box] = laplacian_blend(extended, under, soft[box], levels=levels)
-    out = out.clamp(0.0, 1.0)
+    # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
+    # image's face alone, so an image's result does not depend on the others in its batch.
+    parts = [
+        _composite(images[b : b + 1], old_mask[b : b + 1], rendered.image[b : b + 1], rendered.mask[b : b + 1],
+                   outline_margin)
+        for b in range(B)
+    ]
+    out, soft, background = (torch.cat(t) for t in zip(*parts))
 
     extra: dict[str, Tensor] = {}
     if return_intermediates:

@@ -145,6 +145,17 @@ def test_a_nearly_frontal_photo_keeps_what_covers_the_face():
     assert err_kept < 0.03 and err_replaced > 3 * err_kept, (err_kept, err_replaced)
 
 
+def test_an_image_frontalises_the_same_alone_or_in_a_batch():
+    a = synthetic_face(0, 128, 64, torch.Generator().manual_seed(1))
+    b = synthetic_face(40, 128, 64, torch.Generator().manual_seed(2))
+    kw = dict(contour=False, texture_size=64, segmenter=None)
+    both = frontalize(torch.cat([a.image, b.image]), landmarks=torch.cat([a.landmarks, b.landmarks]), **kw)
+    for i, scene in enumerate((a, b)):
+        alone = frontalize(scene.image, landmarks=scene.landmarks, **kw)
+        assert torch.allclose(both.image[i], alone.image[0], atol=1e-4)
+        assert torch.allclose(both.face_mask[i], alone.face_mask[0], atol=1e-4)
+
+
 def test_a_failed_fit_is_a_named_error():
     scene = synthetic_face(0, 128, 64, torch.Generator().manual_seed(5))
     nonsense = torch.rand(1, 68, 2, generator=torch.Generator().manual_seed(0)) * 128
