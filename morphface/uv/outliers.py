@@ -16,8 +16,10 @@ mirror side or fills them from their surroundings. Four rules, all on skin texel
   (a mole stays).
 - **framing hair**: a strong outlier (``hair_threshold``) above the nose tip, off the eyebrows, in
   a patch that reaches the border of the layout: hair that frames the face from the temples or the
-  fringe, on both sides at once (which the one-sided rule cannot see). Below the nose tip a beard
-  stays; the nostrils and eyebrows do not reach the border.
+  fringe, on both sides at once (which the one-sided rule cannot see). Below the nose tip only the
+  part of a patch that lies mostly above it (a lock hanging from the temple down the cheek): a
+  beard stays, even when sideburns join it to the hair; the nostrils and eyebrows do not reach the
+  border.
 - **centre band**: a grazing outlier within ``centre_band_mm`` of the face's symmetry plane (the
   nose ridge of a profile, behind which hair or background shows), even where its mirror is no
   better: the mirror there is the texel itself or its unseen twin. Completion fills it from its
@@ -72,22 +74,24 @@ def _brow_band(model: MorphableModel, margin_mm: float = 8.0) -> Tensor:
 
 
 def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) -> Tensor:
-    """``(B, N)`` the ``candidates`` above the nose tip (mean shape) that, after an opening of
-    ``radius`` texels, belong to a connected patch touching the layout's border band."""
-    from scipy.ndimage import label
+    """``(B, N)`` the ``candidates`` that, after an opening of ``radius`` texels, belong to a connected
+    patch touching the layout's border band: the patch's part above the nose tip (mean shape), and
+    its part below when most of the patch lies above (a lock hanging from the temple down the
+    cheek; a beard, mostly below, stays, even when sideburns join it to the hair)."""
+    from scipy.ndimage import label, sum_labels
 
     y = _texel_points(model, tmap)[:, 1]
     lm = model.landmarks
     tip_y = model.mean[lm[30], 1] if lm.numel() == 68 and int(lm[30]) >= 0 else y.new_tensor(float("inf"))
     upper = (y > tip_y).to(candidates.device)
-    cand = candidates & upper[None]
-    if not bool(cand.any()):
-        return cand
+    if not bool((candidates & upper[None]).any()):
+        return torch.zeros_like(candidates)
     f = torch.float32
-    cmap = tmap.scatter(cand[..., None].to(f).cpu())
+    cmap = tmap.scatter(candidates[..., None].to(f).cpu())
     cmap = dilate(erode(cmap, radius), radius) * cmap
     inside = tmap.mask.to(f).cpu()[None, None]
     border = (inside - erode(inside, 3 * radius)) > 0.5  # (1, 1, S, S)
+    upper_map = tmap.scatter(upper[None, :, None].to(f).cpu())[0, 0] > 0.5
     out = torch.zeros_like(cmap, dtype=torch.bool)
     for b in range(cmap.shape[0]):
         labels, n = label(cmap[b, 0].numpy() > 0.5, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
@@ -95,7 +99,12 @@ def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) 
             continue
         labels = torch.from_numpy(labels)
         touching = labels[border[0, 0] & (labels > 0)].unique()
-        out[b, 0] = torch.isin(labels, touching) & (labels > 0)
+        ids = torch.arange(1, n + 1)
+        area = torch.from_numpy(sum_labels(torch.ones_like(labels).numpy(), labels.numpy(), ids.numpy()))
+        above = torch.from_numpy(sum_labels(upper_map.numpy().astype("float64"), labels.numpy(), ids.numpy()))
+        mostly_above = ids[above >= 0.5 * area]
+        hit = torch.isin(labels, touching) & (labels > 0)
+        out[b, 0] = hit & (upper_map | torch.isin(labels, mostly_above))
     return tmap.gather(out.to(f))[..., 0].to(candidates.device) > 0.5
 
 
@@ -130,9 +139,10 @@ def reject_colour_outliers(
         inlier_threshold: a mirror texel within this many robust standard deviations is an inlier.
         min_patch: one-sided and framing-hair rejections are kept only in patches at least this wide,
             as a fraction of the texture's side (a morphological opening).
-        framing_hair: also reject texels above the nose tip, off the eyebrows, further than
-            ``hair_threshold`` robust SDs from the skin colour, in patches that reach the layout's
-            border (hair that frames a face from the temples or the fringe, on both sides).
+        framing_hair: also reject texels off the eyebrows, further than ``hair_threshold`` robust
+            SDs from the skin colour, in patches that reach the layout's border, above the nose tip
+            (hair that frames a face from the temples or the fringe, on both sides) and below it
+            where the patch lies mostly above (module doc).
         hair_threshold: see ``framing_hair``.
         centre_band_mm: half-width (mean shape, mm) of the middle band where grazing outliers are
             rejected even without a squarer mirror.

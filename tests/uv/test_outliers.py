@@ -146,6 +146,34 @@ def test_hair_framing_the_face_on_both_sides_is_rejected_but_not_a_beard_or_an_i
     assert not bool(reject_colour_outliers(_paint(tmap, u, inner, dark), narrow_model, one_sided=False)[1].any())
 
 
+def test_a_lock_hanging_from_the_temple_goes_but_a_beard_joined_to_the_hair_stays(narrow_model):
+    tmap, skin, x, u = _square_unwrap(narrow_model, S=128)
+    p = _texel_points(narrow_model, tmap)
+    y = p[:, 1]
+    top = float(y.max())
+    tip = float(narrow_model.mean[narrow_model.landmarks[30], 1])
+    dark = [0.25, 0.15, 0.10]
+    side = float(x.max())
+    fringe = y > top - 15
+    # both temples' hair, down the face's sides to a little below the nose tip: mostly above the tip
+    temples = (x.abs() > side - 12) & (y > tip - 15)
+    hair = fringe | temples
+    kw = dict(one_sided=False, grow=0.0)
+    got = tmap.gather(reject_colour_outliers(_paint(tmap, u, hair, dark), narrow_model, **kw)[1].float())[0, :, 0]
+    below = temples & (y < tip) & skin
+    assert int(below.sum()) > 10
+    assert float(got[below].mean()) > 0.9  # the hanging part goes with the hair above it
+    # a beard along the jaws, joined to the fringe by sideburns down the temples: the patch lies mostly
+    # below the nose tip, so its part below stays (the hair above it still goes). (A beard over most of
+    # the skin would make dark the skin colour itself.)
+    beard = (y < tip - 5) & (x.abs() > 30)
+    joined = fringe | temples | beard
+    assert int((joined & (y > tip)).sum()) < 0.5 * int(joined.sum())
+    got = tmap.gather(reject_colour_outliers(_paint(tmap, u, joined, dark), narrow_model, **kw)[1].float())[0, :, 0]
+    assert float(got[(beard & skin & (y < tip - 20))].mean()) < 0.05
+    assert float(got[fringe & skin].mean()) > 0.9
+
+
 def test_the_fringe_of_a_rejected_patch_goes_with_it(narrow_model):
     from morphface.fitting.skin import fit_colour_model
 
