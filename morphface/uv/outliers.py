@@ -78,7 +78,7 @@ def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) 
     patch touching the layout's border band: the patch's part above the nose tip (mean shape), and
     its part below when most of the patch lies above (a lock hanging from the temple down the
     cheek; a beard, mostly below, stays, even when sideburns join it to the hair)."""
-    from scipy.ndimage import label, sum_labels
+    from scipy.ndimage import label
 
     y = _texel_points(model, tmap)[:, 1]
     lm = model.landmarks
@@ -97,14 +97,12 @@ def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) 
         labels, n = label(cmap[b, 0].numpy() > 0.5, structure=[[1, 1, 1], [1, 1, 1], [1, 1, 1]])
         if n == 0:
             continue
-        labels = torch.from_numpy(labels)
-        touching = labels[border[0, 0] & (labels > 0)].unique()
-        ids = torch.arange(1, n + 1)
-        area = torch.from_numpy(sum_labels(torch.ones_like(labels).numpy(), labels.numpy(), ids.numpy()))
-        above = torch.from_numpy(sum_labels(upper_map.numpy().astype("float64"), labels.numpy(), ids.numpy()))
-        mostly_above = ids[above >= 0.5 * area]
-        hit = torch.isin(labels, touching) & (labels > 0)
-        out[b, 0] = hit & (upper_map | torch.isin(labels, mostly_above))
+        labels = torch.from_numpy(labels).long()
+        touching = torch.zeros(n + 1, dtype=torch.bool)
+        touching[labels[border[0, 0]]] = True
+        touching[0] = False  # not a patch
+        mostly_above = 2 * torch.bincount(labels[upper_map], minlength=n + 1) >= torch.bincount(labels.flatten())
+        out[b, 0] = touching[labels] & (upper_map | mostly_above[labels])
     return tmap.gather(out.to(f))[..., 0].to(candidates.device) > 0.5
 
 
