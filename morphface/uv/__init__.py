@@ -26,6 +26,7 @@ from .complete import (
     symmetry_map,
 )
 from .frontalize import FrontalizeResult, fit_with_contour, frontal_fit, frontalize
+from .headwarp import HeadFlow, head_flow
 from .holes import fill_holes
 from .layout import UVLayout, UVOverlap, generate_uv_layout, model_uv_layout, uv_overlap, with_uv_layout
 from .outliers import reject_colour_outliers
@@ -73,4 +74,6 @@ __all__ = [
     "frontalize",
     "frontal_fit",
     "fit_with_contour",
+    "HeadFlow",
+    "head_flow",
 ]

@@ -31,10 +31,15 @@
 4. **Render** the textured face with zero rotation (and, optionally, neutral expression), lit by the
    same light, which stays fixed in the camera frame, at its frontal normals.
 5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
-   frontal face where they met the turned one (:func:`warp_surroundings`: the region just outside
-   the old face outline is brought to just outside the new one, fading to no motion a third of a
-   face width away); without this, the parts of the turned face that the frontal face does not
-   cover (the profile of the nose, the far jaw) would stay beside it. The rendered face then
+   frontal face where they met the turned one. The neck and everything beyond the head follow
+   :func:`warp_surroundings` (the region just outside the old face outline is brought to just
+   outside the new one, fading to no motion a third of a face width away); without this, the parts
+   of the turned face that the frontal face does not cover (the profile of the nose, the far jaw)
+   would stay beside it. The ears, the hair on the scalp and the photo's face above the mouth turn
+   with the head (:func:`~morphface.uv.head_flow`: the fitted head with its ears and scalp,
+   rasterised in both poses, gives each pixel its source; points the photo did not see take their
+   mirror's pixel), so the hair frames the frontal face instead of staying where the turned head
+   had it, and a nearly frontal photo keeps its own forehead and temples. The rendered face then
    replaces the face region: Laplacian-pyramid blending (:func:`~morphface.uv.blend.laplacian_blend`)
    with a nearly hard mask (the silhouette's outermost 0.5% dropped) and the render extended past
    its silhouette by push-pull filling, so that the seam's colours are mixed over a band (the
@@ -81,6 +86,7 @@ from ..morphable.model import MorphableModel
 from ..render import rasterize, vertex_normals
 from .blend import dilate, erode, feather_mask, laplacian_blend
 from .complete import complete_texture, push_pull_fill
+from .headwarp import HeadFlow, head_flow
 from .holes import fill_holes
 from .outliers import reject_colour_outliers
 from .render import render_uv_texture
@@ -444,32 +450,52 @@ def warp_surroundings(
     Returns:
         ``(B, 3, H', W')`` the warped photos.
     """
+    return sample_pixels(images, surroundings_source(old_mask, new_mask, falloff, inset, bins))
+
+
+def sample_pixels(images: Tensor, source: Tensor) -> Tensor:
+    """``(B, 3, H, W)`` images sampled bilinearly at ``(B, H', W', 2)`` input pixel positions ``(x, y)``
+    (pixel centres at ``+0.5``; positions outside take the border's colour) -> ``(B, 3, H', W')``.
+    For another output size the images are resized (antialiased) first."""
     H, W = images.shape[-2:]
+    Ho, Wo = source.shape[1:3]
+    if (Ho, Wo) != (H, W):
+        images = F.interpolate(images, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True)
+        source = source * source.new_tensor([Wo / W, Ho / H])
+        H, W = Ho, Wo
+    grid = torch.stack([source[..., 0] * (2.0 / W) - 1.0, source[..., 1] * (2.0 / H) - 1.0], dim=-1)
+    return F.grid_sample(images, grid.to(images), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def surroundings_source(
+    old_mask: Tensor, new_mask: Tensor, falloff: float = 0.35, inset: float = 0.05, bins: int = 360
+) -> Tensor:
+    """The radial correspondence of :func:`warp_surroundings`: for each output pixel, the input pixel
+    ``(x, y)`` it shows, ``(B, H', W', 2)`` (arguments as there; input pixel units)."""
+    H, W = old_mask.shape[-2:]
     Ho, Wo = new_mask.shape[-2:]
-    base = (
-        images
-        if (Ho, Wo) == (H, W)
-        else F.interpolate(images, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True)
-    )
+    dtype = old_mask.dtype if old_mask.dtype.is_floating_point else torch.float32
+    q_all = _pixel_centres((Ho, Wo), torch.empty(0, dtype=dtype, device=old_mask.device))
+    identity = (q_all * q_all.new_tensor([W / Wo, H / Ho])).expand(new_mask.shape[0], Ho, Wo, 2).clone()
     if not bool(new_mask.any()) or not bool(old_mask.any()):
-        return base.clone()
+        return identity
     # About 3 pixels of outline per angle bin at the larger face, at most ``bins``.
     extent = max(float(m.sum(dim=(1, 2, 3)).max()) for m in (old_mask, new_mask)) ** 0.5
     bins = int(min(bins, max(32, round(2 * math.pi * extent / 1.77 / 3))))
-    c_old, r_old = _radial_profile(old_mask.to(images.dtype), bins)
-    c_new, r_new = _radial_profile(new_mask.to(images.dtype), bins)
-    B = images.shape[0]
+    c_old, r_old = _radial_profile(old_mask.to(dtype), bins)
+    c_new, r_new = _radial_profile(new_mask.to(dtype), bins)
+    B = new_mask.shape[0]
     width = 2 * r_new.amax(1, keepdim=True)
     span = torch.maximum(falloff * width, 2 * (r_new - r_old).abs().amax(1, keepdim=True)).clamp(min=1.0)
-    # Only pixels within the fading distance of the new face move: resample that box alone.
+    # Only pixels within the fading distance of the new face move: compute that box alone.
     reach = (r_new.amax(1) + span[:, 0]).amax() + 2
     lo = (c_new - reach).amin(0).floor().clamp(min=0)
     hi = (c_new + reach).amax(0).ceil()
     x0, y0 = int(lo[0]), int(lo[1])
     x1, y1 = min(Wo, int(hi[0])), min(Ho, int(hi[1]))
     if x1 <= x0 or y1 <= y0:
-        return base.clone()
-    q = _pixel_centres((y1 - y0, x1 - x0), images).reshape(1, -1, 2) + images.new_tensor([x0, y0])
+        return identity
+    q = q_all[y0:y1, x0:x1].reshape(1, -1, 2)
     d = q - c_new[:, None]
     r = d.norm(dim=-1).clamp(min=1e-6)
     theta = torch.atan2(d[..., 1], d[..., 0])
@@ -487,14 +513,8 @@ def warp_surroundings(
     )
     src = centre + (d / r[..., None]) * r_src[..., None]
     src = torch.where((r >= rn)[..., None] & (fade[..., None] <= 0), q.expand(B, -1, -1), src)
-    scale = src.new_tensor([W / Wo, H / Ho])
-    src = src * scale if (Ho, Wo) != (H, W) else src
-    grid = torch.stack([src[..., 0] * (2.0 / W) - 1.0, src[..., 1] * (2.0 / H) - 1.0], dim=-1)
-    out = base.clone()
-    out[..., y0:y1, x0:x1] = F.grid_sample(
-        images, grid.view(B, y1 - y0, x1 - x0, 2), mode="bilinear", padding_mode="border", align_corners=False
-    )
-    return out
+    identity[:, y0:y1, x0:x1] = src.view(B, y1 - y0, x1 - x0, 2) * src.new_tensor([W / Wo, H / Ho])
+    return identity
 
 
 def _photo_weight(fit: FitResult, front: FitResult, degrees: tuple[float, float]) -> Tensor:
@@ -527,17 +547,25 @@ def _under_layer(face: Tensor, background: Tensor, mask: Tensor) -> Tensor:
 
 
 def _composite(
-    image: Tensor, old_mask: Tensor, render: Tensor, render_mask: Tensor, outline_margin: float
+    image: Tensor,
+    old_mask: Tensor,
+    render: Tensor,
+    render_mask: Tensor,
+    outline_margin: float,
+    flow: HeadFlow | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Step 5 of the module doc for one image: ``(1, 3, H, W)`` photo, ``(1, 1, H, W)`` old face mask,
-    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask -> the composite, the soft
-    face mask and the warped surroundings (``(1, C, H', W')`` each)."""
+    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none)
+    -> the composite, the soft face mask and the warped surroundings (``(1, C, H', W')`` each)."""
     with torch.no_grad():
         # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
         # surroundings a little further out.
         old_width = float((old_mask.amax(dim=2) > 0).sum(-1).clamp(min=1).amax())
         old_mask = dilate(old_mask, int(round(outline_margin * old_width)))
-        background = warp_surroundings(image, old_mask, render_mask)
+        source = surroundings_source(old_mask, render_mask)
+        if flow is not None:
+            source = torch.lerp(source, flow.source.to(source), flow.weight[..., None].to(source))
+        background = sample_pixels(image, source)
     soft = torch.zeros_like(render_mask)
     out = background.clone()
     if bool(render_mask.any()):
@@ -629,6 +657,7 @@ def frontalize(
     reject_outliers: bool = True,
     relight: bool = True,
     keep_photo: tuple[float, float] | None = (8.0, 15.0),
+    head: MorphableModel | bool = True,
     return_intermediates: bool = False,
     backend: str = "auto",
 ) -> FrontalizeResult:
@@ -688,6 +717,10 @@ def frontalize(
             mixed with the completed texture up to ``hi``: a nearly frontal photo comes back as it
             was, hair over a cheek included, instead of with a patchwork of mirrored skin where the
             colour rules took some of the hair for skin and some not. ``None`` turns it off.
+        head: move the hair on the scalp, the ears and the top of the neck with the face
+            (:func:`~morphface.uv.head_flow`): a model with ``model``'s bases to rasterise, ``True``
+            (the embedded model's full region, ears and neck, for the default model; ``model`` itself
+            otherwise) or ``False`` (only the radial warp of :func:`warp_surroundings`).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -702,6 +735,10 @@ def frontalize(
     """
     images, names = _as_images(image)
     B, _, H, W = images.shape
+    if head is True:
+        head_model = _default_model("full") if model is None else model
+    else:
+        head_model = head if isinstance(head, MorphableModel) else None
     model = _default_model() if model is None else model
     foreground: Tensor | None = None
     if isinstance(output_size, int):
@@ -804,11 +841,25 @@ def frontalize(
     )
     with torch.no_grad():
         old_mask = _coverage(fit.to(images), face, backend)
+        flow = None
+        if head_model is not None:
+            # Not for nearly frontal faces: edge-on points at the sides of the head would take their
+            # mirror's colour in patches.
+            turned = _photo_weight(fit, front, (8.0, 15.0)).flatten().to(images.device) < 0.5
+            flow = head_flow(
+                fit.to(images), front.to(images), fill_holes(head_model), mirror=turned, backend=backend
+            )
     # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
     # image's face alone, so an image's result does not depend on the others in its batch.
     parts = [
-        _composite(images[b : b + 1], old_mask[b : b + 1], rendered.image[b : b + 1], rendered.mask[b : b + 1],
-                   outline_margin)
+        _composite(
+            images[b : b + 1],
+            old_mask[b : b + 1],
+            rendered.image[b : b + 1],
+            rendered.mask[b : b + 1],
+            outline_margin,
+            None if flow is None else HeadFlow(*(t[b : b + 1] for t in flow)),
+        )
         for b in range(B)
     ]
     out, soft, background = (torch.cat(t) for t in zip(*parts))
