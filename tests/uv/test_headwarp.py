@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from morphface.uv import fill_holes, frontal_fit, head_flow, symmetry_map
+from morphface.render import rasterize, render_textured
+from morphface.uv import fill_holes, frontal_fit, frontalize, head_flow, symmetry_map
 from morphface.uv.synthetic import synthetic_face
 
 
@@ -106,3 +107,24 @@ def test_the_flow_follows_the_output_size_and_rejects_another_model(full_model, 
     truncated = dataclasses.replace(fit, id_coeffs=fit.id_coeffs[:, :10])
     with pytest.raises(ValueError, match="coefficients"):
         head_flow(truncated, front, head)
+
+
+def test_frontalize_turns_the_ears_and_scalp_with_the_face(full_model, narrow_model):
+    # A rendered head at 30 degrees: around the frontal face (ears, temples, scalp above the mouth),
+    # the output is compared with the true frontal render of the whole head.
+    scene = synthetic_face(30, 256, 128, torch.Generator().manual_seed(4))
+    kw = dict(landmarks=scene.landmarks, contour=False, texture_size=128, segmenter=None)
+    turned = frontalize(scene.image, **kw)
+    kept = frontalize(scene.image, head=False, **kw)
+    front = turned.frontal_fit
+    cam = front.camera
+    truth = render_textured(front.vertices(full_model), full_model.triangles, full_model.uv, None, scene.texture, cam)
+    face = rasterize(cam.to_ndc(front.vertices(narrow_model)), narrow_model.triangles, cam.image_size).mask
+    face = F.max_pool2d(face[:, None].float(), 7, 1, 3)[:, 0] > 0
+    pix, _ = cam.project(front.vertices(full_model)[:, full_model.landmarks[[51]]])
+    above_mouth = (torch.arange(256) < float(pix[0, 0, 1]))[None, :, None]
+    around = (truth.mask[:, 0] > 0.5) & ~face & above_mouth
+    assert int(around.sum()) > 1500
+    err_turned, err_kept = (float((x - truth.image).abs().mean(1)[around].mean()) for x in (turned.image, kept.image))
+    # measured: 0.019 with the head flow, 0.092 with the radial warp alone
+    assert err_turned < 0.04 and err_turned < 0.5 * err_kept, (err_turned, err_kept)
