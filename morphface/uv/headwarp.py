@@ -166,11 +166,18 @@ def head_flow(
         x = torch.arange(Wo, dtype=like.dtype, device=like.device) + 0.5
         y = torch.arange(Ho, dtype=like.dtype, device=like.device) + 0.5
         q = torch.stack([x.expand(Ho, Wo) * (W / Wo), y[:, None].expand(Ho, Wo) * (H / Ho)], dim=-1)
-        shift = torch.where(valid[..., None], source - q, torch.zeros_like(source)).permute(0, 3, 1, 2)
-        known = valid[:, None].to(like)
-        shift = push_pull_fill(shift, known, fallback=0.0).permute(0, 2, 3, 1)
+        # Only seen points carry the flow past the outline: a mirrored source continued outward would
+        # fold back on itself (the reflection runs the other way), a strip of hair drawn twice.
+        known = (valid & use_direct)[:, None].to(like)
+        outside = push_pull_fill(
+            torch.cat([torch.where(valid[..., None], source - q, torch.zeros_like(source)).permute(0, 3, 1, 2),
+                       weight[:, None]], 1),
+            known,
+            fallback=0.0,
+        )
+        shift = torch.where(valid[..., None], source - q, outside[:, :2].permute(0, 2, 3, 1))
         # On the head, unseen points stay untrusted; past its outline the weight carries on outward.
-        weight = torch.where(new.mask, weight, push_pull_fill(weight[:, None], known, fallback=0.0)[:, 0])
+        weight = torch.where(new.mask, weight, outside[:, 2])
         cover = new.mask[:, None].to(like)
         fade = torch.empty_like(weight)
         for b in range(B):  # each image's own head width: its result does not depend on its batch
