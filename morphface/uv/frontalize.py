@@ -46,7 +46,9 @@
    coarsest about 1/32 of the face's width: coarser bands carried the surroundings' colours into the
    whole face) while fine detail stays sharp on both sides. Inside the face the render is mixed
    with the old face's skin (which continues the forehead and the jaw), never with its eyes or
-   hair (:func:`_under_layer`).
+   hair (:func:`_under_layer`). Above the brows, hair that the re-posed photo shows in front of the
+   forehead (a fringe, which the texture had rejected and filled with skin) stays in front of it
+   (:func:`_hair_over_forehead`).
 
 **Where the frontal face goes.** At the fitted depth (so at the input face's scale), with the
 rotation set to zero. With ``placement="box"`` (default) the translation is then adjusted so
@@ -81,10 +83,10 @@ from ..fitting.landmark_fit import fit_landmarks
 from ..fitting.result import FitResult
 from ..fitting.segmentation import PersonSegmenter, make_segmenter
 from ..fitting.silhouette import refine_with_person_mask
-from ..fitting.skin import fit_colour_model
+from ..fitting.skin import fit_colour_model, luma_chroma
 from ..morphable.model import MorphableModel
 from ..render import rasterize, vertex_normals
-from .blend import dilate, erode, feather_mask, laplacian_blend
+from .blend import blur, dilate, erode, feather_mask, laplacian_blend
 from .complete import complete_texture, push_pull_fill
 from .headwarp import HeadFlow, head_flow
 from .holes import fill_holes
@@ -546,6 +548,26 @@ def _under_layer(face: Tensor, background: Tensor, mask: Tensor) -> Tensor:
     return torch.lerp(background, face, use_face)
 
 
+def _hair_over_forehead(render: Tensor, background: Tensor, mask: Tensor, region: Tensor, width: float) -> Tensor:
+    """``(B, 1, H, W)`` in ``[0, 1]``: where the re-posed photo (``background``, moved with the head by
+    :func:`~morphface.uv.head_flow`) shows hair in front of the frontal face's forehead: inside ``mask``
+    and ``region`` (``(B, 1, H, W)``, above the brows and trusted by the flow), darker than the render's
+    skin and beyond 3 robust SDs of its colours. Specks narrower than 1% of the face ``width`` are
+    dropped (an opening), the rest softened over 0.5%. The texture has the fringe rejected and filled
+    from the skin around it, a pale patch where the photo had hair; in front of the forehead the hair
+    itself is the right thing to show."""
+    B = mask.shape[0]
+    inside = mask > 0.5
+    skin = fit_colour_model(render.permute(0, 2, 3, 1).reshape(B, -1, 3), inside.reshape(B, -1))
+    photo = background.permute(0, 2, 3, 1).reshape(B, -1, 3)
+    z = skin.zscore(photo).reshape(mask.shape)
+    dark = (luma_chroma(photo)[..., 0] < skin.centre[:, :, 0]).reshape(mask.shape)
+    hair = torch.nan_to_num((z - 3.0).clamp(0.0, 1.0) * dark * region * inside, nan=0.0)
+    r = max(1, int(round(0.005 * width)))
+    hair = dilate(erode(hair, r), r)
+    return blur(hair, max(0.5, 0.005 * width)).clamp(0.0, 1.0)
+
+
 def _composite(
     image: Tensor,
     old_mask: Tensor,
@@ -553,10 +575,12 @@ def _composite(
     render_mask: Tensor,
     outline_margin: float,
     flow: HeadFlow | None = None,
+    forehead: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Step 5 of the module doc for one image: ``(1, 3, H, W)`` photo, ``(1, 1, H, W)`` old face mask,
-    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none)
-    -> the composite, the soft face mask and the warped surroundings (``(1, C, H', W')`` each)."""
+    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none) and
+    the ``(1, 1, H', W')`` rows above the frontal brows -> the composite, the soft face mask and the
+    warped surroundings (``(1, C, H', W')`` each)."""
     with torch.no_grad():
         # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
         # surroundings a little further out.
@@ -587,6 +611,10 @@ def _composite(
         # no structure of the old face shows through. The face is extended outside its silhouette by
         # push-pull filling, which is what the coarse bands see there.
         soft[box] = feather_mask(render_mask[box], erode_px=0.005 * width, blur_px=1.0)
+        if flow is not None and forehead is not None:
+            region = forehead[box] * flow.weight[:, None][box].to(forehead)
+            hair = _hair_over_forehead(render[box], background[box], render_mask[box], region, width)
+            soft[box] = soft[box] * (1 - hair)
         extended = push_pull_fill(render[box], erode(render_mask[box], int(round(0.005 * width))))
         under = _under_layer(extended, background[box], render_mask[box])
         out[box] = laplacian_blend(extended, under, soft[box], levels=levels)
@@ -849,6 +877,12 @@ def frontalize(
             flow = head_flow(
                 fit.to(images), front.to(images), fill_holes(head_model), mirror=turned, backend=backend
             )
+        # Above the brows (output rows), where hair of the photo may lie in front of the new forehead.
+        brows, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[17:27]])
+        Ho, Wo = rendered.image.shape[-2:]
+        rows = torch.arange(Ho, device=images.device, dtype=images.dtype) + 0.5
+        forehead = (rows[None, :] < brows[..., 1].amin(1)[:, None]).to(images.dtype)
+        forehead = forehead[:, None, :, None].expand(-1, 1, Ho, Wo)
     # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
     # image's face alone, so an image's result does not depend on the others in its batch.
     parts = [
@@ -859,6 +893,7 @@ def frontalize(
             rendered.mask[b : b + 1],
             outline_margin,
             None if flow is None else HeadFlow(*(t[b : b + 1] for t in flow)),
+            None if forehead is None else forehead[b : b + 1],
         )
         for b in range(B)
     ]

@@ -18,7 +18,7 @@ from morphface.uv import (
     model_uv_layout,
     uv_overlap,
 )
-from morphface.uv.frontalize import _photo_weight, _under_layer, warp_surroundings
+from morphface.uv.frontalize import _hair_over_forehead, _photo_weight, _under_layer, warp_surroundings
 from morphface.uv.holes import CAP_VERTEX_SET
 from morphface.uv.mesh import boundary_loops
 from morphface.uv.synthetic import random_face_texture, synthetic_face
@@ -324,3 +324,28 @@ def test_frontalize_uses_a_person_mask_and_ignores_one_that_misses_the_face():
     assert torch.equal(plain.intermediates["visibility"], missed.intermediates["visibility"])
     with pytest.raises(ValueError, match="segmenter must be"):
         frontalize(scene.image, segmenter=42, **kw)
+
+
+def test_hair_over_the_forehead_stays_in_front_of_the_frontal_face():
+    g = torch.Generator().manual_seed(0)
+    H = W = 96
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
+    render = (skin + 0.005 * torch.randn(1, 3, H, W, generator=g)).clamp(0, 1)
+    mask = torch.zeros(1, 1, H, W)
+    mask[..., 8:88, 8:88] = 1
+    region = torch.zeros(1, 1, H, W)
+    region[..., :40, :] = 1  # above the brows, trusted by the flow
+    photo = render.clone()
+    hair = torch.tensor([0.15, 0.1, 0.08]).view(1, 3, 1, 1)
+    pale = torch.tensor([0.98, 0.98, 0.95]).view(1, 3, 1, 1)
+    photo[..., 10:30, 10:40] = hair  # a fringe over the forehead
+    photo[..., 60:80, 10:40] = hair  # the same colour below the brows (a beard, an eye): not hair over the forehead
+    photo[..., 10:30, 60:80] = pale  # a highlight: not darker than the skin
+    photo[..., 34:35, 60:61] = hair  # a speck
+    occ = _hair_over_forehead(render, photo, mask, region, width=80.0)
+    assert occ.shape == (1, 1, H, W)
+    assert float(occ[..., 12:28, 12:38].min()) > 0.9
+    assert float(occ[..., 60:80, 10:40].max()) == 0.0
+    assert float(occ[..., 10:30, 60:80].max()) < 1e-3
+    assert float(occ[..., 32:37, 58:63].max()) < 1e-3
+    assert float(occ[..., 50:, :].max()) == 0.0 and float(occ[..., :, 90:].max()) == 0.0
