@@ -745,10 +745,12 @@ def frontalize(
             mixed with the completed texture up to ``hi``: a nearly frontal photo comes back as it
             was, hair over a cheek included, instead of with a patchwork of mirrored skin where the
             colour rules took some of the hair for skin and some not. ``None`` turns it off.
-        head: move the hair on the scalp, the ears and the top of the neck with the face
-            (:func:`~morphface.uv.head_flow`): a model with ``model``'s bases to rasterise, ``True``
-            (the embedded model's full region, ears and neck, for the default model; ``model`` itself
-            otherwise) or ``False`` (only the radial warp of :func:`warp_surroundings`).
+        head: move the ears, the hair on the scalp and the photo's face above the mouth with the
+            head (:func:`~morphface.uv.head_flow`; points the photo saw badly take their mirror's
+            pixel when the head turns by more than ~12 degrees): a model with ``model``'s bases to
+            rasterise, ``True`` (the embedded model's full region with ears, front scalp and neck for
+            the default model; ``model`` itself otherwise) or ``False`` (only the radial warp of
+            :func:`warp_surroundings`, and no hair kept in front of the forehead).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
