@@ -217,13 +217,19 @@ def test_warp_surroundings_moves_the_outline_and_keeps_the_distance():
     assert torch.allclose(warped[..., :4, :], image[..., :4, :], atol=1e-5)
 
 
+def _skin_square(size: int, g: torch.Generator):
+    """A render of plain skin ``(1, 3, size, size)`` (slight noise), its colour and a mask 8 px inside."""
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
+    face = (skin + 0.005 * torch.randn(1, 3, size, size, generator=g)).clamp(0, 1)
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., 8 : size - 8, 8 : size - 8] = 1
+    return face, skin, mask
+
+
 def test_the_blend_mixes_the_face_with_old_skin_but_not_with_old_eyes():
     g = torch.Generator().manual_seed(0)
     H = W = 64
-    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
-    face = (skin + 0.005 * torch.randn(1, 3, H, W, generator=g)).clamp(0, 1)
-    mask = torch.zeros(1, 1, H, W)
-    mask[..., 8:56, 8:56] = 1
+    face, skin, mask = _skin_square(H, g)
     old = (skin * 0.95 + 0.005 * torch.randn(1, 3, H, W, generator=g)).clamp(0, 1)  # old skin, a bit darker
     eye = torch.zeros(1, 1, H, W, dtype=torch.bool)
     eye[..., 20:26, 40:52] = True
@@ -327,12 +333,8 @@ def test_frontalize_uses_a_person_mask_and_ignores_one_that_misses_the_face():
 
 
 def test_hair_over_the_forehead_stays_in_front_of_the_frontal_face():
-    g = torch.Generator().manual_seed(0)
     H = W = 96
-    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1)
-    render = (skin + 0.005 * torch.randn(1, 3, H, W, generator=g)).clamp(0, 1)
-    mask = torch.zeros(1, 1, H, W)
-    mask[..., 8:88, 8:88] = 1
+    render, _, mask = _skin_square(H, torch.Generator().manual_seed(0))
     region = torch.zeros(1, 1, H, W)
     region[..., :40, :] = 1  # above the brows, trusted by the flow
     photo = render.clone()

@@ -23,6 +23,17 @@ def _scene(yaw: float, size: int = 192):
     return truth
 
 
+def _turned(full_model, yaw: float):
+    """The head, a fit at ``yaw``, its frontal pose, the flow between them and the vertices' pixels
+    in both poses."""
+    head = fill_holes(full_model)
+    fit = _scene(yaw)
+    front = frontal_fit(fit, head)
+    old, _ = fit.camera.project(fit.vertices(head))
+    new, _ = front.camera.project(front.vertices(head))
+    return head, fit, front, head_flow(fit, front, head), old, new
+
+
 def test_the_same_pose_maps_every_seen_pixel_to_itself(full_model):
     head = fill_holes(full_model)
     fit = _scene(0)
@@ -43,12 +54,7 @@ def test_the_same_pose_maps_every_seen_pixel_to_itself(full_model):
 
 
 def test_a_turned_head_maps_each_point_to_where_the_photo_saw_it(full_model):
-    head = fill_holes(full_model)
-    fit = _scene(35)
-    front = frontal_fit(fit, head)
-    flow = head_flow(fit, front, head)
-    old, _ = fit.camera.project(fit.vertices(head))
-    new, _ = front.camera.project(front.vertices(head))
+    head, fit, front, flow, old, new = _turned(full_model, 35)
     ids = head.landmarks[[30, 36, 39, 42, 45, 19, 24]]  # nose tip, eye corners, brows: above the mouth
     for v in ids.tolist():
         # the near side is seen directly; the far side (turned away at 35 degrees) from its mirror
@@ -61,10 +67,7 @@ def test_a_turned_head_maps_each_point_to_where_the_photo_saw_it(full_model):
 
 
 def test_without_the_mirror_unseen_points_are_not_trusted(full_model):
-    head = fill_holes(full_model)
-    fit = _scene(50)
-    front = frontal_fit(fit, head)
-    with_mirror = head_flow(fit, front, head)
+    head, fit, front, with_mirror, _, _ = _turned(full_model, 50)
     without = head_flow(fit, front, head, mirror=False)
     on_head = with_mirror.coverage[0]
     assert float(without.weight[0][on_head].mean()) < float(with_mirror.weight[0][on_head].mean()) - 0.05
@@ -76,11 +79,7 @@ def test_without_the_mirror_unseen_points_are_not_trusted(full_model):
 
 
 def test_the_weight_fades_from_the_mouth_down_the_neck(full_model):
-    head = fill_holes(full_model)
-    fit = _scene(20)
-    front = frontal_fit(fit, head)
-    flow = head_flow(fit, front, head)
-    new, _ = front.camera.project(front.vertices(head))
+    head, fit, front, flow, _, new = _turned(full_model, 20)
     mean = head.mean
     chin = float(mean[head.landmarks[8], 1])
     front_facing = mean[:, 2] > 60  # the front of the head, seen in both poses
