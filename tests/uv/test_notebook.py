@@ -26,6 +26,6 @@ def test_notebook_executes_and_draws_figures():
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     figures = [o for o in outputs if o.output_type == "display_data" and "image/png" in o.get("data", {})]
-    assert len(figures) >= 6  # 7 with MediaPipe (the person mask)
+    assert len(figures) >= 7  # 8 with MediaPipe (the person mask)
     printed = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "fitted pose" in printed
