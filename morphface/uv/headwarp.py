@@ -122,8 +122,9 @@ def head_flow(
     Ho, Wo = cam_new.image_size
     tris = head.triangles.to(like.device)
     with torch.no_grad():
-        v_old = fit.vertices(head).to(like)
-        v_new = front.vertices(head).to(like)
+        # Coefficients meet the model's bases on the model's device; the cameras work where the fit is.
+        v_old = fit.to(device=head.mean.device).vertices(head).to(like)
+        v_new = front.to(device=head.mean.device).vertices(head).to(like)
         pix_old, depth_old = cam_old.project(v_old)
         old = rasterize(cam_old.to_ndc(v_old), tris, (H, W), perspective=cam_old.is_perspective, backend=backend)
         new = rasterize(cam_new.to_ndc(v_new), tris, (Ho, Wo), perspective=cam_new.is_perspective, backend=backend)
