@@ -765,10 +765,14 @@ def frontalize(
     """
     images, names = _as_images(image)
     B, _, H, W = images.shape
-    if head is True:
+    if isinstance(head, MorphableModel):
+        head_model: MorphableModel | None = head
+    elif head is True:
         head_model = _default_model("full") if model is None else model
+    elif head is False:
+        head_model = None
     else:
-        head_model = head if isinstance(head, MorphableModel) else None
+        raise ValueError(f"head must be True, False or a MorphableModel; got {head!r}")
     model = _default_model() if model is None else model
     foreground: Tensor | None = None
     if isinstance(output_size, int):
@@ -871,7 +875,7 @@ def frontalize(
     )
     with torch.no_grad():
         old_mask = _coverage(fit.to(images), face, backend)
-        flow = None
+        flow = forehead = None
         if head_model is not None:
             # Not for nearly frontal faces: edge-on points at the sides of the head would take their
             # mirror's colour in patches.
@@ -879,12 +883,13 @@ def frontalize(
             flow = head_flow(
                 fit.to(images), front.to(images), fill_holes(head_model), mirror=turned, backend=backend
             )
-        # Above the brows (output rows), where hair of the photo may lie in front of the new forehead.
-        brows, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[17:27]])
-        Ho, Wo = rendered.image.shape[-2:]
-        rows = torch.arange(Ho, device=images.device, dtype=images.dtype) + 0.5
-        forehead = (rows[None, :] < brows[..., 1].amin(1)[:, None]).to(images.dtype)
-        forehead = forehead[:, None, :, None].expand(-1, 1, Ho, Wo)
+        if flow is not None and face.landmarks.numel() >= 27 and bool((face.landmarks[17:27] >= 0).all()):
+            # Above the brows (output rows), where hair of the photo may lie in front of the new forehead.
+            brows, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[17:27]])
+            Ho, Wo = rendered.image.shape[-2:]
+            rows = torch.arange(Ho, device=images.device, dtype=images.dtype) + 0.5
+            forehead = (rows[None, :] < brows[..., 1].amin(1)[:, None]).to(images.dtype)
+            forehead = forehead[:, None, :, None].expand(-1, 1, Ho, Wo)
     # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
     # image's face alone, so an image's result does not depend on the others in its batch.
     parts = [

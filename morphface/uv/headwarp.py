@@ -9,9 +9,11 @@ colour comes from, if the old view saw that point (a z-buffer test). Points the 
 symmetry plane, as the texture completion does. This is the "soft symmetry" warp of Hassner et al.
 (CVPR 2015), applied to the whole head instead of the face alone.
 
-The neck below the chin does not turn with the head (the shoulders stay), so the flow's weight fades
-from 1 at the chin's height to 0 ``neck_mm`` below it; outside the head the weight fades to 0 over
-``reach`` head widths, where :func:`~morphface.uv.frontalize` uses its surroundings warp instead.
+A real neck does not turn with the head (the shoulders stay), and the model's jaw and neck seldom
+match the photo's closely enough to carry its pixels, so the flow's weight fades from 1 at the nose
+to 0 at the mouth (``neck_mm``); points the old view saw edge-on (a few input pixels spread over many
+output pixels) get a low weight too, and outside the head the weight fades to 0 over ``reach`` head
+widths. Where the weight is low, :func:`~morphface.uv.frontalize` uses its surroundings warp instead.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class HeadFlow(NamedTuple):
             comes from (pixel units of the input image, pixel centres at ``+0.5``); extended past the
             head smoothly (push-pull) where ``weight`` is 0.
         weight: ``(B, H', W')`` float in ``[0, 1]``: how much ``source`` is to be trusted: 1 on the
-            head where the old view saw the point or its mirror, fading down the neck and outside the
-            head.
+            head above the nose where the old view saw the point (or its mirror) squarely enough,
+            fading to 0 at the mouth, where it was seen edge-on, and outside the head.
         coverage: ``(B, H', W')`` bool: the head's pixels in the new pose.
     """
 
@@ -102,8 +104,9 @@ def head_flow(
         mirror: ``bool`` or ``(B,)`` bool: let points the old view saw badly take their mirror's
             pixel. Off for nearly frontal faces: both sides of the head are edge-on there, and
             mirrored patches of ear or hair would show.
-        footprint: ``(lo, hi)``: the input area (in output pixels) that one output pixel samples; a
-            point seen at a footprint below ``lo`` is not trusted (weight 0, rising to 1 at ``hi``),
+        footprint: ``(lo, hi)``: bounds on the input area that one output pixel samples (input
+            pixels at the output's scale; 1 for an unmoved point, small where the old view saw the
+            surface edge-on): below ``lo`` a point is not trusted (weight 0, rising to 1 at ``hi``),
             and its mirror is used instead if that is seen with a larger footprint (direct views
             above ``hi`` are always kept).
         backend: rasteriser backend.

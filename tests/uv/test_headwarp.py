@@ -127,3 +127,9 @@ def test_frontalize_turns_the_ears_and_scalp_with_the_face(full_model, narrow_mo
     err_turned, err_kept = (float((x - truth.image).abs().mean(1)[around].mean()) for x in (turned.image, kept.image))
     # measured: 0.019 with the head flow, 0.092 with the radial warp alone
     assert err_turned < 0.04 and err_turned < 0.5 * err_kept, (err_turned, err_kept)
+
+
+def test_frontalize_rejects_a_head_that_is_not_a_model():
+    scene = synthetic_face(0, 64, 32, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="head must be"):
+        frontalize(scene.image, landmarks=scene.landmarks, head="full")
