@@ -3,9 +3,9 @@
 The bundled CC0 photo (``morphface/assets/examples/cc0_040_yaw35_man.jpg``, about 40 degrees of yaw)
 is reduced to 512x512; its landmarks are detected once, outside the timing (the detector is not
 part of the measured pipeline). Rows: the whole pipeline from landmarks (landmark fit included),
-its stages, and a reference row: one plain textured render of the face at 512x512, the floor any
-render-based frontalisation pays. Other processes on a shared machine inflate the numbers: the
-load average is printed with them.
+its stages (``head_flow``: moving the ears and hair with the head), and a reference row: one plain
+textured render of the face at 512x512, the floor any render-based frontalisation pays. Other
+processes on a shared machine inflate the numbers: the load average is printed with them.
 
     python bench/frontalize_speed.py [--repeats 7] [--texture 512]
 """
@@ -27,7 +27,15 @@ from _timing import median_ms, print_table  # noqa: E402
 from morphface import load_default_model  # noqa: E402
 from morphface.fitting import fit_landmarks  # noqa: E402
 from morphface.io import read_image  # noqa: E402
-from morphface.uv import complete_texture, fill_holes, frontal_fit, frontalize, render_uv_texture, unwrap  # noqa: E402
+from morphface.uv import (  # noqa: E402
+    complete_texture,
+    fill_holes,
+    frontal_fit,
+    frontalize,
+    head_flow,
+    render_uv_texture,
+    unwrap,
+)
 from morphface.uv.frontalize import make_frontalize_detector  # noqa: E402
 
 
@@ -44,6 +52,7 @@ def main() -> None:
     landmarks = detector.detect_largest(image[0]).landmarks_2d[None]
     narrow = load_default_model("narrow")
     face = fill_holes(narrow)
+    head = fill_holes(load_default_model("full"))
     S = args.texture
 
     fit = fit_landmarks(narrow, landmarks, (512, 512))
@@ -68,6 +77,7 @@ def main() -> None:
             median_ms(lambda: unwrap(image, fit, face, size=S, edge_margin=0.05), args.repeats),
         ],
         ["  complete_texture", median_ms(lambda: complete_texture(seen, face, fit), args.repeats)],
+        ["  head_flow (full head, 512^2 in and out)", median_ms(lambda: head_flow(fit, front, head), args.repeats)],
         ["reference: one textured render 512^2", median_ms(render, args.repeats)],
     ]
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
