@@ -172,8 +172,9 @@ def _fit_examples(model, out: Path) -> list[tuple[str, float]]:
         stem = Path(fname).stem
         write_image(out / f"fit_{stem}.png", torch.cat([image, over, ncc], dim=2))
         write_mesh(out / "meshes" / f"fit_{stem}.obj", fit.vertices(model)[0], model.triangles, model.uv)
-        lm = fit.target_landmarks[0]
-        iod = float((lm[36:42].mean(0) - lm[42:48].mean(0)).norm())
+        # Eye centres from the fitted model's eye landmarks: the fitted points may be MediaPipe's 468.
+        eyes, _ = fit.camera.project(fit.vertices(model)[:, model.landmarks[36:48]])
+        iod = float((eyes[0, :6].mean(0) - eyes[0, 6:].mean(0)).norm())
         results.append((fname, float(fit.residuals[0]) / iod))
     return results
 

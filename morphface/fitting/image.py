@@ -9,11 +9,20 @@ from torch import Tensor
 
 from ..errors import NoFaceError
 from ..morphable import MorphableModel
+from .dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for, fit_dense_landmarks
 from .landmark_fit import fit_landmarks
 from .photometric import fit_photometric
 from .result import FitResult
 
-__all__ = ["fit_image"]
+__all__ = ["fit_image", "dense_points"]
+
+
+def dense_points(faces) -> Tensor | None:
+    """``(F, 468, 2)`` MediaPipe points (irises dropped) of detected faces, or ``None`` unless every
+    face has them."""
+    if not faces or any(f.dense is None or f.dense.shape[0] < MEDIAPIPE_DENSE_POINTS for f in faces):
+        return None
+    return torch.stack([torch.as_tensor(f.dense[:MEDIAPIPE_DENSE_POINTS, :2], dtype=torch.float32) for f in faces])
 
 
 def fit_image(
@@ -23,6 +32,7 @@ def fit_image(
     photometric_steps: int = 0,
     all_faces: bool = False,
     name: str | None = None,
+    dense: bool | None = None,
     **fit_kwargs,
 ) -> FitResult:
     """Detect and fit the face(s) in one image.
@@ -34,14 +44,20 @@ def fit_image(
         photometric_steps: analysis-by-synthesis steps after the landmark fit (0: landmarks only).
         all_faces: fit every detected face (a batch, largest first) instead of only the largest.
         name: file name for error messages (defaults to the path).
+        dense: fit MediaPipe's 468 points through the model's correspondence table
+            (:func:`~morphface.fitting.fit_dense_landmarks`: lips, eyelids and cheeks followed more
+            closely, large turns pinned down better) instead of the 68. ``None``: when the detector
+            gives them and the model has a table (the embedded model does).
         **fit_kwargs: passed to :func:`fit_landmarks`.
 
     Returns:
-        A :class:`FitResult` with one entry per fitted face.
+        A :class:`FitResult` with one entry per fitted face; its ``landmarks`` and ``residuals``
+        refer to the points fitted (68 or 468).
 
     Raises:
         NoFaceError: no face was found.
         ImageReadError: the path is not a readable image.
+        ValueError: ``dense=True`` without dense points or without a table for the model.
     """
     if isinstance(image, (str, Path)):
         from ..io import read_image
@@ -60,9 +76,18 @@ def fit_image(
     faces = sorted(faces, key=lambda f: -float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
     if not all_faces:
         faces = faces[:1]
-    lms = torch.stack([torch.as_tensor(f.landmarks, dtype=torch.float32)[:, :2] for f in faces])
     H, W = image.shape[-2:]
-    fit = fit_landmarks(model, lms, (H, W), **fit_kwargs)
+    points = dense_points(faces) if dense is not False else None
+    table = None if points is None else dense_correspondence_for(model, points.shape[1])
+    if dense and points is None:
+        raise ValueError(f"dense=True needs a detector that gives dense points (MediaPipe); {detector.name} does not")
+    if dense and table is None:
+        raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
+    if table is not None:
+        fit = fit_dense_landmarks(model, points, (H, W), correspondence=table, **fit_kwargs)
+    else:
+        lms = torch.stack([torch.as_tensor(f.landmarks, dtype=torch.float32)[:, :2] for f in faces])
+        fit = fit_landmarks(model, lms, (H, W), **fit_kwargs)
     if photometric_steps > 0:
         fit = fit_photometric(model, image[None].expand(len(faces), -1, -1, -1), init=fit, steps=photometric_steps)
     return fit

@@ -31,6 +31,8 @@ from torch import Tensor
 
 from ..errors import NoFaceError
 from ..morphable import MorphableModel
+from .dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for
+from .image import dense_points
 from .landmark_fit import fit_landmarks, spd_solve
 from .photometric import fit_photometric
 from .result import FitResult
@@ -85,22 +87,30 @@ def smooth_sequence(x: Tensor, strength: float) -> Tensor:
     return spd_solve(A, x.to(torch.float64)).to(x.dtype)
 
 
-def detect_video_landmarks(frames, detector, chunk: int = 32, progress: bool = True) -> tuple[Tensor, Tensor, tuple]:
-    """Landmarks ``(T, 68, 2)`` of the largest face per frame, a ``(T,)`` found mask and ``(H, W)``."""
+def detect_video_landmarks(
+    frames, detector, chunk: int = 32, progress: bool = True, dense: bool = False
+) -> tuple[Tensor, Tensor, tuple]:
+    """Landmarks ``(T, 68, 2)`` of the largest face per frame (with ``dense``: MediaPipe's ``(T, 468, 2)``
+    points, a frame whose face has none counting as a frame without a face), a ``(T,)`` found mask and
+    ``(H, W)``."""
     from tqdm.auto import tqdm
 
+    n = MEDIAPIPE_DENSE_POINTS if dense else 68
     lms, found, size = [], [], None
     bar = tqdm(desc="detecting", unit="frame", disable=not progress, leave=False)
     for block in _chunks(frames, chunk):
         size = tuple(block.shape[-2:])
         for img in block:
             faces = detector.detect(img)
-            if faces:
-                best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
-                lms.append(torch.as_tensor(best.landmarks, dtype=torch.float32)[:, :2])
+            best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))) if faces else None
+            points = None
+            if best is not None:
+                points = dense_points([best]) if dense else torch.as_tensor(best.landmarks, dtype=torch.float32)[None]
+            if points is not None:
+                lms.append(points[0, :, :2])
                 found.append(True)
             else:
-                lms.append(torch.zeros(68, 2))
+                lms.append(torch.zeros(n, 2))
                 found.append(False)
             bar.update(1)
     bar.close()
@@ -121,6 +131,7 @@ def fit_video(
     identity_frames: int = 128,
     progress: bool = True,
     name: str | None = None,
+    dense: bool | None = None,
     **fit_kwargs,
 ) -> FitResult:
     """Fit a clip: shared identity, per-frame expression and pose.
@@ -129,7 +140,8 @@ def fit_video(
         model: the morphable model (e.g. ``load_default_model("narrow")``).
         frames: a video path, a ``(T, 3, H, W)`` tensor in [0, 1], or an iterable of such chunks.
             Only needed for detection (``landmarks=None``) and the photometric pass.
-        landmarks: ``(T, 68, 2)`` pixels, if already known (then ``frames`` may be ``None`` and
+        landmarks: ``(T, 68, 2)`` pixels (or MediaPipe's ``(T, 468, 2)``, fitted through the model's
+            dense-correspondence table), if already known (then ``frames`` may be ``None`` and
             ``image_size`` must be given).
         image_size: ``(H, W)``; inferred from the frames when they are read.
         detector: a :class:`LandmarkDetector` (default ``make_detector("auto")``).
@@ -139,6 +151,8 @@ def fit_video(
         identity_frames: how many frames (evenly spread) the shared identity is fitted on.
         progress: show progress bars.
         name: the file name used in error messages.
+        dense: detect and fit MediaPipe's 468 points (:func:`~morphface.fitting.fit_dense_landmarks`)
+            instead of the 68. ``None``: when the detector is MediaPipe and the model has a table.
         **fit_kwargs: passed to :func:`fit_landmarks` (``camera``, ``landmark_sigma``...).
 
     Returns:
@@ -155,7 +169,11 @@ def fit_video(
             from .detectors import make_detector
 
             detector = make_detector("auto")
-        lms, found, size = detect_video_landmarks(frames, detector, chunk, progress)
+        if dense is None:
+            dense = getattr(detector, "name", "") == "mediapipe" and dense_correspondence_for(
+                model, MEDIAPIPE_DENSE_POINTS
+            ) is not None
+        lms, found, size = detect_video_landmarks(frames, detector, chunk, progress, dense=bool(dense))
         image_size = image_size or size
         if not bool(found.any()):
             raise NoFaceError(f"{label}: no face found in any of its {lms.shape[0]} frames")
@@ -165,6 +183,16 @@ def fit_video(
             raise ValueError("image_size (H, W) is needed when landmarks are given")
         lms = torch.as_tensor(landmarks, dtype=torch.float32)
     T = lms.shape[0]
+    ids = model.landmarks
+    if dense and lms.shape[1] == 68:
+        raise ValueError("dense=True needs MediaPipe's 468 points per frame; got 68 landmarks")
+    if lms.shape[1] != 68:
+        table = dense_correspondence_for(model, lms.shape[1])
+        if table is None:
+            raise ValueError(f"{lms.shape[1]} landmarks per frame need a dense-correspondence table; model "
+                             f"{model.name!r} has none with that many points")
+        ids = table.vertex_ids(model)
+        fit_kwargs = {**fit_kwargs, "vertex_ids": ids, "weights": table.weights() * fit_kwargs.get("weights", 1.0)}
 
     pick = torch.linspace(0, T - 1, min(T, identity_frames)).round().long().unique()
     identity = fit_landmarks(model, lms[pick], image_size, shared_identity=True, **fit_kwargs).id_coeffs[:1]
@@ -175,9 +203,10 @@ def fit_video(
         fit.exp_coeffs = fit.exp_coeffs.clamp(0.0, 1.0)
     fit.angles = smooth_sequence(fit.angles, smoothness)
     fit.translation = smooth_sequence(fit.translation, smoothness)
-    cam_pts, _ = fit.camera.project(fit.vertices(model)[:, model.landmarks.clamp(min=0)])
+    cam_pts, _ = fit.camera.project(fit.vertices(model)[:, ids.clamp(min=0)])
     fit.landmarks = cam_pts
-    fit.residuals = ((cam_pts - lms) ** 2).sum(-1).mean(1).sqrt()
+    known = (ids >= 0).to(cam_pts)  # points with no vertex (missing landmarks, unknown table rows)
+    fit.residuals = ((((cam_pts - lms) ** 2).sum(-1) * known).sum(1) / known.sum().clamp(min=1)).sqrt()
 
     if photometric_steps > 0:
         if frames is None:

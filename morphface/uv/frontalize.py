@@ -77,8 +77,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import BackendUnavailableError, FitError, MorphfaceError
-from ..fitting.dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for, fit_dense_landmarks
+from ..fitting.dense import dense_correspondence_for, fit_dense_landmarks
 from ..fitting.detectors import LandmarkDetector
+from ..fitting.image import dense_points
 from ..fitting.landmark_fit import fit_landmarks
 from ..fitting.result import FitResult
 from ..fitting.segmentation import PersonSegmenter, make_segmenter
@@ -206,8 +207,9 @@ def _detect(images: Tensor, detector, names: list[str | None]) -> tuple[Tensor, 
         name = names[b] or (f"image {b} of the batch" if images.shape[0] > 1 else None)
         face = det.detect_largest(images[b].detach().cpu(), name=name)
         lms.append(face.landmarks_2d)
-        if face.dense is not None and face.dense.shape[0] >= MEDIAPIPE_DENSE_POINTS:
-            dense.append(torch.as_tensor(face.dense[:MEDIAPIPE_DENSE_POINTS, :2], dtype=torch.float32))
+        points = dense_points([face])
+        if points is not None:
+            dense.append(points[0])
     dense_t = torch.stack(dense).to(images) if len(dense) == images.shape[0] else None
     return torch.stack(lms).to(images), dense_t, det.name
 

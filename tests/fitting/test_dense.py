@@ -44,7 +44,7 @@ def test_fitting_projected_table_points_recovers_the_pose(narrow):
     pts, _ = truth.camera.project(truth.vertices(narrow)[:, ids.clamp(min=0)])
     pts = pts + 0.5 * torch.randn(pts.shape, generator=torch.Generator().manual_seed(0))
     fit = fit_dense_landmarks(narrow, pts, truth.image_size)
-    err = rotation_error_degrees(fit.rotation, truth.rotation)
+    err = rotation_error_degrees(fit.angles, truth.angles)
     assert float(err.max()) < 1.5, err
     assert float(fit.residuals.max()) < 1.5  # px; the noise is 0.5 px per coordinate
 
@@ -82,3 +82,35 @@ def test_save_load_and_bad_files(tmp_path, narrow):
         load_dense_correspondence(tmp_path / "bad.npz")
     with pytest.raises(ModelFormatError, match="no dense-correspondence table"):
         fit_dense_landmarks(narrow, torch.zeros(1, 17, 2), (64, 64))
+
+
+def test_fit_image_fits_dense_points_when_the_detector_gives_them(narrow):
+    from morphface.fitting import fit_image
+    from morphface.fitting.detectors import FaceDetection
+
+    table = load_dense_correspondence()
+    truth = sample_fit(narrow, 1, max_yaw=50.0, generator=torch.Generator().manual_seed(5))
+    dense, _ = truth.camera.project(truth.vertices(narrow)[:, table.vertex_ids(narrow).clamp(min=0)])
+    sparse, _ = truth.camera.project(truth.vertices(narrow)[:, narrow.landmarks])
+
+    class Fake:
+        def __init__(self, name, with_dense):
+            self.name, self.with_dense = name, with_dense
+
+        def detect(self, image):
+            box = torch.cat([dense[0].amin(0), dense[0].amax(0)])
+            extra = torch.zeros(10, 2)  # the iris points MediaPipe appends
+            d = torch.cat([dense[0], extra]) if self.with_dense else None
+            # the 68 points are 8 px off: only the dense fit finds the face where it is
+            return [FaceDetection(box, sparse[0] + torch.tensor([8.0, 0.0]), 1.0, dense=d, backend="fake")]
+
+    H, W = truth.image_size
+    image = torch.zeros(3, H, W)
+    fit = fit_image(narrow, image, detector=Fake("mediapipe", True))
+    assert fit.landmarks.shape == (1, 468, 2) and float(fit.residuals[0]) < 1.0  # px, noise-free points
+    assert float(rotation_error_degrees(fit.angles, truth.angles).max()) < 1.0
+    off = fit_image(narrow, image, detector=Fake("mediapipe", True), dense=False)
+    assert off.landmarks.shape == (1, 68, 2)
+    with pytest.raises(ValueError, match="dense=True needs"):
+        fit_image(narrow, image, detector=Fake("dlib", False), dense=True)
+    assert fit_image(narrow, image, detector=Fake("dlib", False)).landmarks.shape == (1, 68, 2)

@@ -90,3 +90,45 @@ def test_fit_real_clip(narrow, testdata):
     assert (fit.residuals / iod).mean() < 0.08
     yaw_speed = fit.euler_degrees[:, 1].diff().abs()
     assert yaw_speed.max() < 5.0  # degrees per frame at 25 fps: no jitter spikes
+
+
+class _DenseFake:
+    """MediaPipe-like: dense points right, its 68 points 8 px off; frame ``t`` is the constant image ``t / 255``."""
+
+    name = "mediapipe"
+
+    def __init__(self, dense, sparse):
+        self.dense, self.sparse = dense, sparse
+
+    def detect(self, image):
+        from morphface.fitting.detectors import FaceDetection
+
+        t = int(round(float(image[0, 0, 0]) * 255))
+        d = self.dense[t]
+        box = torch.cat([d.amin(0), d.amax(0)])
+        return [FaceDetection(box, self.sparse[t] + torch.tensor([8.0, 0.0]), 1.0, dense=d, backend="fake")]
+
+
+def test_fit_video_fits_dense_points_when_the_detector_gives_them(narrow):
+    from morphface.fitting import load_dense_correspondence
+
+    T = 12
+    gt, _, sparse = _clip(narrow, T=T, seed=4)
+    ids = load_dense_correspondence().vertex_ids(narrow)
+    dense, _ = gt.camera.project(gt.vertices(narrow)[:, ids.clamp(min=0)])
+    frames = (torch.arange(T, dtype=torch.float32) / 255).view(T, 1, 1, 1).expand(T, 3, 256, 256)
+    fake = _DenseFake(dense, sparse)
+    fit = fit_video(narrow, frames, detector=fake, chunk=5, progress=False, smoothness=0)
+    assert fit.landmarks.shape == (T, 468, 2) and fit.target_landmarks.shape == (T, 468, 2)
+    assert float(rotation_error_degrees(fit.angles, gt.angles).median()) < 1.5
+    assert float(fit.residuals.max()) < 2.0
+    # the 68 points are off: fitting them instead is worse
+    sparse_fit = fit_video(narrow, frames, detector=fake, chunk=5, progress=False, dense=False, smoothness=0)
+    assert sparse_fit.landmarks.shape == (T, 68, 2)
+    assert float((sparse_fit.translation - gt.translation)[:, 0].abs().mean()) > float(
+        (fit.translation - gt.translation)[:, 0].abs().mean())
+    # given 468-point landmarks are fitted through the table too; dense=True with 68 is an error
+    given = fit_video(narrow, None, landmarks=dense, image_size=(256, 256), progress=False)
+    assert given.landmarks.shape == (T, 468, 2)
+    with pytest.raises(ValueError, match="468 points"):
+        fit_video(narrow, None, landmarks=sparse, image_size=(256, 256), progress=False, dense=True)
