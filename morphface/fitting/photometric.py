@@ -32,6 +32,7 @@ from ..errors import FitError
 from ..morphable import MorphableModel
 from ..render import ambient_sh, face_region_labels, interpolate, render_shaded, sh_shading, vertex_normals
 from ..render._camera import rasterize_with_camera, to_camera_frame
+from .dense import dense_correspondence_for, fit_dense_landmarks
 from .landmark_fit import check_landmarks, fit_landmarks
 from .result import FitResult
 
@@ -91,7 +92,8 @@ def fit_photometric(
         images: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
         init: a perspective :class:`FitResult` to start from; default: :func:`fit_landmarks` on
             ``landmarks``.
-        landmarks: ``(B, 68, 2)`` pixels; default: ``init.target_landmarks``. Without landmarks the
+        landmarks: ``(B, 68, 2)`` pixels (or MediaPipe's ``(B, 468, 2)``, through the model's
+            dense-correspondence table); default: ``init.target_landmarks``. Without landmarks the
             landmark term is off.
         steps: the most optimisation steps (Adam).
         lr: base step size; pose and light use scaled versions of it.
@@ -113,14 +115,24 @@ def fit_photometric(
     B, _, H, W = images.shape
     if landmarks is None and init is not None:
         landmarks = init.target_landmarks
+    lm_ids, lm_valid = model.landmarks, (model.landmarks >= 0).to(images.dtype)
     if landmarks is not None:
-        landmarks = check_landmarks(landmarks, model.landmarks.numel()).to(images)
+        landmarks = check_landmarks(landmarks).to(images)
+        if landmarks.shape[1] != model.landmarks.numel():
+            # Dense points (MediaPipe's 468, from fit_image / fit_video) go through the model's table.
+            table = dense_correspondence_for(model, landmarks.shape[1])
+            if table is None:
+                raise ValueError(f"expected {model.landmarks.numel()} landmarks per image (one per model landmark "
+                                 f"vertex) or points of a dense-correspondence table; got {landmarks.shape[1]}")
+            lm_ids = table.vertex_ids(model)
+            lm_valid = table.weights().to(images) * (lm_ids >= 0).to(images)
         if landmarks.shape[0] != B:
             raise ValueError(f"landmarks batch {landmarks.shape[0]} != images batch {B}")
     if init is None:
         if landmarks is None:
             raise ValueError("fit_photometric needs init (a FitResult) or landmarks (B, 68, 2)")
-        init = fit_landmarks(model, landmarks, (H, W))
+        dense = landmarks.shape[1] != model.landmarks.numel()
+        init = fit_dense_landmarks(model, landmarks, (H, W)) if dense else fit_landmarks(model, landmarks, (H, W))
     if init.camera_kind != "perspective":
         raise ValueError("fit_photometric needs a perspective init (fit_landmarks(camera='perspective'))")
     if init.batch_size != B or tuple(init.image_size) != (H, W):
@@ -129,8 +141,8 @@ def fit_photometric(
 
     faces = model.triangles
     skin = face_region_labels(model)["skin"].to(images.dtype)[None, :, None]
-    lm_ids = model.landmarks.clamp(min=0)
-    lm_valid = (model.landmarks >= 0).to(images.dtype)
+    lm_ids = lm_ids.clamp(min=0).to(images.device)
+    lm_valid = lm_valid.to(images)
     lm_scale = (224.0 / max(H, W)) ** 2
 
     # ---- parameters

@@ -109,6 +109,10 @@ def test_fit_image_fits_dense_points_when_the_detector_gives_them(narrow):
     fit = fit_image(narrow, image, detector=Fake("mediapipe", True))
     assert fit.landmarks.shape == (1, 468, 2) and float(fit.residuals[0]) < 1.0  # px, noise-free points
     assert float(rotation_error_degrees(fit.angles, truth.angles).max()) < 1.0
+    # the photometric refinement keeps the dense points as its landmark term
+    refined = fit_image(narrow, image, detector=Fake("mediapipe", True), photometric_steps=2)
+    assert refined.landmarks.shape == (1, 468, 2)
+    assert float((refined.landmarks - dense).norm(dim=-1).mean()) < 2.0
     off = fit_image(narrow, image, detector=Fake("mediapipe", True), dense=False)
     assert off.landmarks.shape == (1, 68, 2)
     with pytest.raises(ValueError, match="dense=True needs"):
