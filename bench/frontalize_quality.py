@@ -11,11 +11,16 @@ forehead-to-chin face region (the narrow model's frontal coverage, eroded by 2 p
 openings excluded). Baseline: the same region filled with one colour, the mean colour of the face
 in the input (what re-rendering a constant mean albedo gives).
 
-With ``--light`` a second table shades the same faces with a directional light fixed in the camera
+With ``--head`` a table compares the rest of the head around the face (the full model's ears,
+temples and front scalp above the mouth, outside the dilated face region) with and without
+``head_flow`` (``frontalize(head=False)``: the radial warp of the surroundings alone).
+
+With ``--light`` a table shades the same faces with a directional light fixed in the camera
 frame (``morphface.uv.synthetic.shade_texture``) and compares ``frontalize(relight=False)`` and
 ``relight=True`` with the frontal face under the same light.
 
-    python bench/frontalize_quality.py [--n 5] [--size 512] [--texture 256] [--yaws 0 15 30 45 60] [--light]
+    python bench/frontalize_quality.py [--n 5] [--size 512] [--texture 256] [--yaws 0 15 30 45 60] [--head]
+        [--light]
 """
 
 from __future__ import annotations
@@ -85,9 +90,17 @@ def evaluate(yaw: float, seed: int, size: int, texture: int, models, light=None,
         .float()
     )
     mean_colour = ((scene.image * seen).sum((2, 3), keepdim=True) / seen.sum()).expand_as(truth)
+    # Around the face: the rest of the head (ears, temples, front scalp) above the mouth.
+    head = rasterize(cam.to_ndc(front.vertices(full)), full.triangles, (size, size)).mask[:, None].float()
+    mouth, _ = cam.project(front.vertices(full)[:, full.landmarks[51:52]])
+    rows = (torch.arange(size, dtype=head.dtype) + 0.5 < float(mouth[0, 0, 1])).view(1, 1, -1, 1)
+    face = F.max_pool2d(
+        rasterize(cam.to_ndc(front.vertices(narrow)), narrow.triangles, (size, size)).mask[:, None].float(), 7, 1, 3
+    )
+    around = head * (1 - face) * rows
 
-    def psnr(x):
-        mse = (((x - truth) ** 2).mean(1, keepdim=True) * region).sum() / region.sum()
+    def psnr(x, where=region):
+        mse = (((x - truth) ** 2).mean(1, keepdim=True) * where).sum() / where.sum()
         return 10 * math.log10(1.0 / float(mse))
 
     def ssim(x):
@@ -98,6 +111,7 @@ def evaluate(yaw: float, seed: int, size: int, texture: int, models, light=None,
         "psnr": psnr(result.image),
         "ssim": ssim(result.image),
         "psnr_base": psnr(mean_colour),
+        "psnr_around": psnr(result.image, around),
         "ssim_base": ssim(mean_colour),
         "seconds": seconds,
         "yaw_err": yaw_err,
@@ -117,6 +131,12 @@ def main() -> None:
         action="store_true",
         help="also shade the faces with a light fixed in the camera frame (upper left) and compare "
         "frontalize with and without relighting against the frontal face under the same light",
+    )
+    ap.add_argument(
+        "--head",
+        action="store_true",
+        help="also compare the rest of the head around the face (ears, temples, scalp above the mouth) "
+        "with and without head_flow",
     )
     args = ap.parse_args()
     full, narrow = load_default_model("full"), load_default_model("narrow")
@@ -159,6 +179,16 @@ def main() -> None:
         ],
         rows,
     )
+    if args.head:
+        head_rows = []
+        for yaw in args.yaws:
+            row = [f"{yaw:g}", args.n]
+            for head in (True, False):
+                runs = [evaluate(yaw, s, args.size, args.texture, models, head=head) for s in range(args.n)]
+                row.append(statistics.fmean(r["psnr_around"] for r in runs))
+            head_rows.append(row + [row[2] - row[3]])
+        print("\naround the face (ears, temples, front scalp above the mouth), with and without head_flow:")
+        print_table(["yaw deg", "faces", "PSNR head_flow", "PSNR radial warp only", "gain dB"], head_rows)
     if args.light:
         light = torch.tensor([-0.5, 0.4, 0.77])
         lit_rows = []
