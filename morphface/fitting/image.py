@@ -80,7 +80,8 @@ def fit_image(
     points = dense_points(faces) if dense is not False else None
     table = None if points is None else dense_correspondence_for(model, points.shape[1])
     if dense and points is None:
-        raise ValueError(f"dense=True needs a detector that gives dense points (MediaPipe); {detector.name} does not")
+        who = getattr(detector, "name", type(detector).__name__)
+        raise ValueError(f"dense=True needs a detector that gives dense points (MediaPipe); {who} does not")
     if dense and table is None:
         raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
     if table is not None:

@@ -91,8 +91,7 @@ def detect_video_landmarks(
     frames, detector, chunk: int = 32, progress: bool = True, dense: bool = False
 ) -> tuple[Tensor, Tensor, tuple]:
     """Landmarks ``(T, 68, 2)`` of the largest face per frame (with ``dense``: MediaPipe's ``(T, 468, 2)``
-    points, a frame whose face has none counting as a frame without a face), a ``(T,)`` found mask and
-    ``(H, W)``."""
+    points; ``ValueError`` if the detector gives none), a ``(T,)`` found mask and ``(H, W)``."""
     from tqdm.auto import tqdm
 
     n = MEDIAPIPE_DENSE_POINTS if dense else 68
@@ -106,6 +105,9 @@ def detect_video_landmarks(
             points = None
             if best is not None:
                 points = dense_points([best]) if dense else torch.as_tensor(best.landmarks, dtype=torch.float32)[None]
+                if points is None:
+                    who = getattr(detector, "name", type(detector).__name__)
+                    raise ValueError(f"dense=True needs a detector that gives dense points (MediaPipe); {who} does not")
             if points is not None:
                 lms.append(points[0, :, :2])
                 found.append(True)

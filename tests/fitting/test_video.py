@@ -105,7 +105,7 @@ class _DenseFake:
 
         t = int(round(float(image[0, 0, 0]) * 255))
         d = self.dense[t]
-        box = torch.cat([d.amin(0), d.amax(0)])
+        box = torch.cat([self.sparse[t].amin(0), self.sparse[t].amax(0)])
         return [FaceDetection(box, self.sparse[t] + torch.tensor([8.0, 0.0]), 1.0, dense=d, backend="fake")]
 
 
@@ -132,3 +132,6 @@ def test_fit_video_fits_dense_points_when_the_detector_gives_them(narrow):
     assert given.landmarks.shape == (T, 468, 2)
     with pytest.raises(ValueError, match="468 points"):
         fit_video(narrow, None, landmarks=sparse, image_size=(256, 256), progress=False, dense=True)
+    fake.dense = [None] * T  # a 68-point detector asked for dense points
+    with pytest.raises(ValueError, match="dense=True needs a detector"):
+        fit_video(narrow, frames, detector=fake, progress=False, dense=True)
