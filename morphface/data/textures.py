@@ -13,9 +13,10 @@ fits any model with per-vertex UVs and landmarks (the embedded ICT layout in par
   is bald).
 
 Everything is drawn from one ``torch.Generator``, so a texture is a deterministic function of the
-generator's seed. (``morphface.uv.synthetic.random_face_texture`` is a layout-free random texture
-written at the same time in another package; this one needs the landmark UVs because the
-synthetic frames must look enough like faces for a landmark detector to fit them.)
+generator's seed. (``morphface.uv.synthetic.random_face_texture`` paints another kind of face for
+the frontalisation benchmarks: freckles, blush and lash lines, no hair; this one has hair and eye
+lines because the synthetic frames must look enough like faces for a landmark detector to fit
+them. Both paint with :mod:`morphface.uv.paint`.)
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..morphable import MorphableModel
+from ..uv.paint import inside_polygon, segment_distance, soft_edge
 
 __all__ = ["procedural_face_texture", "smooth_noise"]
 
@@ -77,31 +79,6 @@ def _texel_uv(model: MorphableModel, size: int) -> Tensor:
     return torch.stack([uv[:, 0] * size, (1.0 - uv[:, 1]) * size], dim=-1)
 
 
-def _polyline_distance(points: Tensor, line: Tensor) -> Tensor:
-    """Distance ``(N,)`` from ``points (N, 2)`` to the polyline through ``line (M, 2)``."""
-    a, b = line[:-1], line[1:]  # (S, 2) segments
-    ab = b - a
-    t = ((points[:, None] - a[None]) * ab[None]).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-9)[None]
-    closest = a[None] + t.clamp(0, 1)[..., None] * ab[None]
-    return (points[:, None] - closest).norm(dim=-1).amin(dim=1)
-
-
-def _inside_polygon(points: Tensor, polygon: Tensor) -> Tensor:
-    """Even-odd rule: ``(N,)`` bool, whether each point lies inside the closed ``polygon (M, 2)``."""
-    a, b = polygon, polygon.roll(-1, dims=0)
-    px, py = points[:, None, 0], points[:, None, 1]
-    crosses = (a[None, :, 1] > py) != (b[None, :, 1] > py)
-    x_at = a[None, :, 0] + (py - a[None, :, 1]) * (b[None, :, 0] - a[None, :, 0]) / (
-        b[None, :, 1] - a[None, :, 1]).where(crosses, torch.ones(()))
-    return ((crosses & (px < x_at)).sum(dim=1) % 2) == 1
-
-
-def _soft(distance: Tensor, radius: float, feather: float) -> Tensor:
-    """1 within ``radius``, 0 beyond ``radius + feather``, smoothstep in between."""
-    x = ((radius + feather - distance) / max(feather, 1e-6)).clamp(0, 1)
-    return x * x * (3 - 2 * x)
-
-
 def procedural_face_texture(model: MorphableModel, size: int = 256,
                             generator: torch.Generator | None = None) -> Tensor:
     """A random face albedo texture in ``model``'s UV layout (painting rules in the module doc).
@@ -123,6 +100,9 @@ def procedural_face_texture(model: MorphableModel, size: int = 256,
     ys, xs = torch.meshgrid(torch.arange(S, dtype=torch.float32) + 0.5,
                             torch.arange(S, dtype=torch.float32) + 0.5, indexing="ij")
     pts = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=-1)  # (S*S, 2)
+
+    def _polyline(line: Tensor) -> Tensor:
+        return segment_distance(pts, line[:-1], line[1:])
 
     def rand(*shape):
         return torch.rand(*shape, generator=g)
@@ -164,18 +144,18 @@ def procedural_face_texture(model: MorphableModel, size: int = 256,
     brow_colour = hair * 0.8
     thickness = (0.06 + 0.05 * float(rand(()))) * iod
     for ids in (_BROW_R, _BROW_L):
-        d = _polyline_distance(pts, lm[ids])
-        paint(0.9 * _soft(d, 0.5 * thickness, 0.5 * thickness), brow_colour)
+        d = _polyline(lm[ids])
+        paint(0.9 * soft_edge(d, 0.5 * thickness, 0.5 * thickness), brow_colour)
 
     # eye lines (lashes)
     for ids in (_EYE_R, _EYE_L):
-        d = _polyline_distance(pts, lm[ids])
-        paint(0.85 * _soft(d, 0.025 * iod, 0.03 * iod), torch.tensor([0.03, 0.025, 0.02]))
+        d = _polyline(lm[ids])
+        paint(0.85 * soft_edge(d, 0.025 * iod, 0.03 * iod), torch.tensor([0.03, 0.025, 0.02]))
 
     # lips: inside the outer lip polygon, feathered by the distance to its outline
-    inside = _inside_polygon(pts, mouth)
-    d = _polyline_distance(pts, torch.cat([mouth, mouth[:1]]))
-    lip_w = torch.where(inside, torch.ones_like(d), _soft(d, 0.0, 0.04 * iod))
+    inside = inside_polygon(pts, mouth)
+    d = _polyline(torch.cat([mouth, mouth[:1]]))
+    lip_w = torch.where(inside, torch.ones_like(d), soft_edge(d, 0.0, 0.04 * iod))
     lip_colour = skin * torch.tensor([0.85, 0.5, 0.5]) * (0.7 + 0.3 * float(rand(())))
     paint(0.85 * lip_w, lip_colour)
 

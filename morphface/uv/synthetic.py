@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..morphable.model import MorphableModel
+from .paint import inside_polygon, segment_distance, soft_edge
 
 __all__ = ["random_face_texture", "SyntheticFace", "synthetic_face", "shade_texture"]
 
@@ -61,30 +62,6 @@ def _field(cycles: int, size: int, channels: int, g: torch.Generator) -> Tensor:
     return F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)[0]
 
 
-def _segment_distance(p: Tensor, a: Tensor, b: Tensor) -> Tensor:
-    """Distance ``(P,)`` from points ``(P, 2)`` to the polyline with segments ``a -> b`` (``(E, 2)`` each)."""
-    ab = b - a
-    ap = p[:, None] - a[None]
-    t = ((ap * ab).sum(-1) / (ab * ab).sum(-1).clamp(min=1e-12)).clamp(0, 1)
-    return (ap - t[..., None] * ab).norm(dim=-1).amin(-1)
-
-
-def _inside(p: Tensor, poly: Tensor) -> Tensor:
-    """Even-odd rule: ``(P,)`` bool for points ``(P, 2)`` inside a closed polygon ``(E, 2)``."""
-    a, b = poly, poly.roll(-1, 0)
-    py = p[:, None, 1]
-    crosses = (a[None, :, 1] > py) != (b[None, :, 1] > py)
-    dy = torch.where(b[:, 1] == a[:, 1], torch.ones_like(b[:, 1]), b[:, 1] - a[:, 1])
-    x_at = a[None, :, 0] + (py - a[None, :, 1]) * (b[None, :, 0] - a[None, :, 0]) / dy[None]
-    return ((crosses & (p[:, None, 0] < x_at)).sum(-1) % 2) == 1
-
-
-def _soft(distance: Tensor, radius: float, soft: float) -> Tensor:
-    """1 inside ``radius``, 0 beyond ``radius + soft``, smooth in between."""
-    t = ((radius + soft - distance) / soft).clamp(0, 1)
-    return t * t * (3 - 2 * t)
-
-
 def random_face_texture(
     size: int = 256, generator: torch.Generator | None = None, model: MorphableModel | None = None
 ) -> Tensor:
@@ -118,24 +95,24 @@ def random_face_texture(
     lo, hi = lm.amin(0), lm.amax(0)
     spots = lo + (hi - lo) * torch.rand(n_spots, 2, generator=g)
     d = torch.cdist(uv, spots).amin(-1)
-    tex = tex * (1 - 0.35 * _soft(d, 0.003, 0.004).view(1, S, S))
+    tex = tex * (1 - 0.35 * soft_edge(d, 0.003, 0.004).view(1, S, S))
 
     face_w = float(hi[0] - lo[0])
     hair = torch.tensor([0.16, 0.11, 0.08]) * (0.6 + 0.8 * torch.rand(3, generator=g))
     for ids in (list(range(17, 22)), list(range(22, 27))):
         brow = lm[ids] + torch.tensor([0.0, 0.012 * face_w])
-        dist = _segment_distance(uv, brow[:-1], brow[1:])
-        alpha = (0.85 * _soft(dist, 0.018 * face_w, 0.012 * face_w)).view(1, S, S)
+        dist = segment_distance(uv, brow[:-1], brow[1:])
+        alpha = (0.85 * soft_edge(dist, 0.018 * face_w, 0.012 * face_w)).view(1, S, S)
         tex = torch.lerp(tex, hair[:, None, None].expand(3, S, S), alpha)
     for ids in (list(range(36, 40)), list(range(42, 46))):
         lash = lm[ids]
-        dist = _segment_distance(uv, lash[:-1], lash[1:])
-        tex = tex * (1 - 0.6 * _soft(dist, 0.004 * face_w, 0.006 * face_w)).view(1, S, S)
+        dist = segment_distance(uv, lash[:-1], lash[1:])
+        tex = tex * (1 - 0.6 * soft_edge(dist, 0.004 * face_w, 0.006 * face_w)).view(1, S, S)
 
     lips = lm[48:60]
-    inside = _inside(uv, lips).to(torch.float32)
-    edge = _segment_distance(uv, lips, lips.roll(-1, 0))
-    alpha = torch.where(inside > 0, torch.ones_like(edge), _soft(edge, 0.0, 0.01 * face_w)).view(1, S, S)
+    inside = inside_polygon(uv, lips).to(torch.float32)
+    edge = segment_distance(uv, lips, lips.roll(-1, 0))
+    alpha = torch.where(inside > 0, torch.ones_like(edge), soft_edge(edge, 0.0, 0.01 * face_w)).view(1, S, S)
     lip_colour = (torch.tensor([0.80, 0.45, 0.48]) * (0.85 + 0.25 * torch.rand((), generator=g)))[
         :, None, None
     ]
@@ -144,7 +121,7 @@ def random_face_texture(
     for a, b in ((2, 31), (14, 35)):  # cheeks: between the jaw line and the nose wing
         centre = 0.5 * (lm[a] + lm[b])
         d = (uv - centre).norm(dim=-1)
-        blush = 0.08 * _soft(d, 0.0, 0.12 * face_w).view(1, S, S)
+        blush = 0.08 * soft_edge(d, 0.0, 0.12 * face_w).view(1, S, S)
         tex = tex + blush * torch.tensor([0.6, -0.3, -0.2])[:, None, None]
     return tex.clamp(0.0, 1.0).contiguous()
 
