@@ -48,7 +48,9 @@
    with the old face's skin (which continues the forehead and the jaw), never with its eyes or
    hair (:func:`_under_layer`). Above the brows, hair that the re-posed photo shows in front of the
    forehead (a fringe, which the texture had rejected and filled with skin) stays in front of it
-   (:func:`_hair_over_forehead`).
+   (:func:`_hair_over_forehead`). With a person mask, the background that a turned head's chin
+   leaves between the frontal chin and the photo's neck is painted with the neck's skin
+   (:func:`_neck_under_chin`).
 
 **Where the frontal face goes.** At the fitted depth (so at the input face's scale), with the
 rotation set to zero. With ``placement="box"`` (default) the translation is then adjusted so
@@ -92,6 +94,7 @@ from .complete import complete_texture, push_pull_fill
 from .headwarp import HeadFlow, head_flow
 from .holes import fill_holes
 from .outliers import reject_colour_outliers
+from .paint import inside_polygon
 from .render import render_uv_texture
 from .shading import camera_normal_map, fit_texel_shading, skin_texel_mask, texel_shading
 from .unwrap import UnwrapResult, unwrap
@@ -570,6 +573,77 @@ def _hair_over_forehead(render: Tensor, background: Tensor, mask: Tensor, region
     return blur(hair, max(0.5, 0.005 * width)).clamp(0.0, 1.0)
 
 
+def _neck_under_chin(
+    out: Tensor, background: Tensor, person: Tensor, render_mask: Tensor, jaw: Tensor, width: float
+) -> tuple[Tensor, Tensor]:
+    """Close the gap between the frontal chin and the photo's neck: ``(1, 3, H, W)`` composite,
+    re-posed photo and ``(1, 1, H, W)`` person probability moved with it, the frontal render's mask,
+    ``(1, 17, 2)`` frontal jaw landmarks (pixels) and the face width (pixels) -> the composite with the
+    gap filled and the ``(1, 1, H, W)`` fill's alpha.
+
+    A turned head's chin sticks out beside the neck; turned to the front, it sits above the neck,
+    and the photo has background where the front of the neck should be. The neck is taken as the
+    run of person pixels nearest the chin a third of a face width below it (at most 0.6 face widths
+    of it), joined by straight sides to a segment as wide centred under the chin; the background
+    inside is painted with the neck's own skin (push-pull fill from the person pixels around it).
+    Nothing changes for a chin already above its neck (a frontal photo) or without a neck near it.
+    """
+    H, W = out.shape[-2:]
+    alpha = torch.zeros_like(render_mask)
+    pts = jaw[0]
+    chin = pts[8]
+    cx = float(chin[0])
+    # The neck: the run of person pixels nearest the chin a third of a face width below it, at most
+    # 0.6 face widths of it (a turned neck's run reaches round to the nape, a lower one to the shoulders).
+    y_b = int(min(H - 1, max(0, round(float(chin[1]) + width / 3))))
+    cols = torch.nonzero(person[0, 0, y_b] > 0.5).flatten()
+    if cols.numel() == 0:
+        return out, alpha
+    breaks = torch.nonzero(cols[1:] - cols[:-1] > 1).flatten()
+    starts = torch.cat([cols[:1], cols[breaks + 1]]).to(out.dtype)
+    ends = torch.cat([cols[breaks], cols[-1:]]).to(out.dtype) + 1
+    dist = torch.clamp(torch.maximum(starts - cx, cx - ends), min=0.0)
+    k = int(dist.argmin())
+    lo, hi = float(starts[k]), float(ends[k])
+    if float(dist[k]) > 0.5 * width or hi - lo < 0.2 * width:
+        return out, alpha
+    neck = min(hi - lo, 0.6 * width)
+    mid = min(max(cx, lo + 0.5 * neck), hi - 0.5 * neck)
+    lo, hi = mid - 0.5 * neck, mid + 0.5 * neck
+    # A chin above its neck (a frontal photo) needs nothing; the fill fades in from 10% to 20% of
+    # the face width of offset, so that a video's frames do not flicker between the two.
+    t = min(max((abs(mid - cx) / width - 0.1) / 0.1, 0.0), 1.0)
+    strength = t * t * (3 - 2 * t)
+    if strength == 0.0:
+        return out, alpha
+    top = float(chin[1]) - 0.1 * width
+    half = 0.5 * (hi - lo)
+    poly = pts.new_tensor([[cx - half, top], [cx + half, top], [hi, y_b + 0.5], [lo, y_b + 0.5]])
+    y0 = max(0, int(poly[:, 1].min()))
+    y1 = min(H, y_b + 1)
+    x0, x1 = max(0, int(poly[:, 0].min())), min(W, int(poly[:, 0].max()) + 2)
+    if y1 <= y0 or x1 <= x0:
+        return out, alpha
+    yy, xx = torch.meshgrid(
+        torch.arange(y0, y1, device=out.device, dtype=out.dtype) + 0.5,
+        torch.arange(x0, x1, device=out.device, dtype=out.dtype) + 0.5,
+        indexing="ij",
+    )
+    inside = inside_polygon(torch.stack([xx, yy], -1).reshape(-1, 2), poly).reshape(yy.shape).to(out.dtype)
+    gap = torch.zeros_like(render_mask)
+    gap[0, 0, y0:y1, x0:x1] = inside
+    gap = gap * (person < 0.5) * (render_mask < 0.5)
+    if not bool(gap.any()):
+        return out, alpha
+    # The neck's colours: person pixels around the gap, outside the face.
+    r = max(2, int(0.15 * width))
+    near = dilate(gap, r) * (person > 0.5) * (render_mask < 0.5)
+    fill = push_pull_fill(background, near.to(out.dtype))
+    alpha = blur(gap.to(out.dtype), max(1.0, 0.004 * width)) * (1 - render_mask)
+    alpha = strength * torch.maximum(alpha, gap * (1 - render_mask))
+    return torch.lerp(out, fill, alpha), alpha
+
+
 def _composite(
     image: Tensor,
     old_mask: Tensor,
@@ -578,6 +652,8 @@ def _composite(
     outline_margin: float,
     flow: HeadFlow | None = None,
     forehead: Tensor | None = None,
+    person: Tensor | None = None,
+    jaw: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Step 5 of the module doc for one image: ``(1, 3, H, W)`` photo, ``(1, 1, H, W)`` old face mask,
     ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none) and
@@ -620,6 +696,10 @@ def _composite(
         extended = push_pull_fill(render[box], erode(render_mask[box], int(round(0.005 * width))))
         under = _under_layer(extended, background[box], render_mask[box])
         out[box] = laplacian_blend(extended, under, soft[box], levels=levels)
+        if person is not None and jaw is not None:
+            with torch.no_grad():
+                moved = sample_pixels(person.to(image), source)
+            out, _ = _neck_under_chin(out, background, moved, render_mask, jaw, width)
     return out.clamp(0.0, 1.0), soft, background
 
 
@@ -892,6 +972,9 @@ def frontalize(
             rows = torch.arange(Ho, device=images.device, dtype=images.dtype) + 0.5
             forehead = (rows[None, :] < brows[..., 1].amin(1)[:, None]).to(images.dtype)
             forehead = forehead[:, None, :, None].expand(-1, 1, Ho, Wo)
+        jaw = None
+        if foreground is not None and face.landmarks.numel() >= 17 and bool((face.landmarks[:17] >= 0).all()):
+            jaw, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[:17]])
     # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
     # image's face alone, so an image's result does not depend on the others in its batch.
     parts = [
@@ -903,6 +986,8 @@ def frontalize(
             outline_margin,
             None if flow is None else HeadFlow(*(t[b : b + 1] for t in flow)),
             None if forehead is None else forehead[b : b + 1],
+            None if foreground is None else foreground[b : b + 1],
+            None if jaw is None else jaw[b : b + 1],
         )
         for b in range(B)
     ]

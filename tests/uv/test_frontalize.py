@@ -351,3 +351,39 @@ def test_hair_over_the_forehead_stays_in_front_of_the_frontal_face():
     assert float(occ[..., 10:30, 60:80].max()) < 1e-3
     assert float(occ[..., 32:37, 58:63].max()) < 1e-3
     assert float(occ[..., 50:, :].max()) == 0.0 and float(occ[..., :, 90:].max()) == 0.0
+
+
+def _chin_and_neck_scene(neck_cols: tuple[int, int], size: int = 120):
+    """A face disc (centre (40, 45), radius 25) with its 17 jaw points along the lower half, blue
+    background and a skin-coloured neck in ``neck_cols`` from row 60 down."""
+    H = W = size
+    theta = math.pi - math.pi * torch.arange(17) / 16
+    jaw = torch.stack([40 + 25 * torch.cos(theta), 45 + 25 * torch.sin(theta)], -1)[None]
+    yy, xx = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    face = (((xx - 40) ** 2 + (yy - 45) ** 2) < 25**2).float()[None, None]
+    person = face.clone()
+    person[..., 60:, neck_cols[0] : neck_cols[1]] = 1.0
+    blue, skin, neck = (torch.tensor(c).view(1, 3, 1, 1) for c in ([0.2, 0.3, 0.8], [0.9, 0.7, 0.6], [0.7, 0.5, 0.4]))
+    image = torch.lerp(torch.lerp(blue.expand(1, 3, H, W), neck.expand(1, 3, H, W), person), skin, face)
+    return image, person, face, jaw
+
+
+def test_the_gap_between_a_frontal_chin_and_the_neck_beside_it_is_painted_with_the_neck():
+    from morphface.uv.frontalize import _neck_under_chin
+
+    image, person, face, jaw = _chin_and_neck_scene((50, 90))
+    out, alpha = _neck_under_chin(image, image, person, face, jaw, width=50.0)
+    assert out.shape == image.shape and alpha.shape == face.shape
+    neck = torch.tensor([0.7, 0.5, 0.4])
+    # right under the chin, left of the neck: background before, the neck's colour now
+    assert float((image[0, :, 76, 47] - neck).abs().max()) > 0.3
+    assert float((out[0, :, 76, 47] - neck).abs().max()) < 0.02
+    assert float(alpha[0, 0, 76, 47]) > 0.99
+    # the face, the neck itself and background away from the gap are untouched
+    for y, x in [(45, 40), (100, 70), (100, 10), (30, 100), (90, 20)]:
+        assert torch.equal(out[0, :, y, x], image[0, :, y, x]), (y, x)
+    # a neck right under the chin (a frontal photo) and no neck near the chin change nothing
+    for cols in [(25, 55), (110, 120)]:
+        image, person, face, jaw = _chin_and_neck_scene(cols)
+        out, alpha = _neck_under_chin(image, image, person, face, jaw, width=50.0)
+        assert torch.equal(out, image) and float(alpha.max()) == 0.0, cols
