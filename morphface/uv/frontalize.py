@@ -593,8 +593,8 @@ def _neck_under_chin(
     pts = jaw[0]
     chin = pts[8]
     cx = float(chin[0])
-    # The neck: the run of person pixels nearest the chin a third of a face width below it, at most
-    # 0.6 face widths of it (a turned neck's run reaches round to the nape, a lower one to the shoulders).
+    # At most 0.6 face widths of the run: a turned neck's reaches round to the nape, a lower one's to
+    # the shoulders.
     y_b = int(min(H - 1, max(0, round(float(chin[1]) + width / 3))))
     cols = torch.nonzero(person[0, 0, y_b] > 0.5).flatten()
     if cols.numel() == 0:
@@ -616,9 +616,10 @@ def _neck_under_chin(
     strength = t * t * (3 - 2 * t)
     if strength == 0.0:
         return out, alpha
+    # The neck's top, as wide, under the chin (a little above its lowest point: the render covers the
+    # face, only the background beside and below the chin is painted).
     top = float(chin[1]) - 0.1 * width
-    half = 0.5 * (hi - lo)
-    poly = pts.new_tensor([[cx - half, top], [cx + half, top], [hi, y_b + 0.5], [lo, y_b + 0.5]])
+    poly = pts.new_tensor([[cx - 0.5 * neck, top], [cx + 0.5 * neck, top], [hi, y_b + 0.5], [lo, y_b + 0.5]])
     y0 = max(0, int(poly[:, 1].min()))
     y1 = min(H, y_b + 1)
     x0, x1 = max(0, int(poly[:, 0].min())), min(W, int(poly[:, 0].max()) + 2)
@@ -630,18 +631,21 @@ def _neck_under_chin(
         indexing="ij",
     )
     inside = inside_polygon(torch.stack([xx, yy], -1).reshape(-1, 2), poly).reshape(yy.shape).to(out.dtype)
+    # The neck's colours: person pixels around the gap (within 15% of the face width), outside the face.
+    r = max(2, int(0.15 * width))
+    box = (..., slice(max(0, y0 - r), min(H, y1 + r)), slice(max(0, x0 - r), min(W, x1 + r)))
     gap = torch.zeros_like(render_mask)
     gap[0, 0, y0:y1, x0:x1] = inside
-    gap = gap * (person < 0.5) * (render_mask < 0.5)
+    gap = gap[box] * (person[box] < 0.5) * (render_mask[box] < 0.5)
     if not bool(gap.any()):
         return out, alpha
-    # The neck's colours: person pixels around the gap, outside the face.
-    r = max(2, int(0.15 * width))
-    near = dilate(gap, r) * (person > 0.5) * (render_mask < 0.5)
-    fill = push_pull_fill(background, near.to(out.dtype))
-    alpha = blur(gap.to(out.dtype), max(1.0, 0.004 * width)) * (1 - render_mask)
-    alpha = strength * torch.maximum(alpha, gap * (1 - render_mask))
-    return torch.lerp(out, fill, alpha), alpha
+    near = dilate(gap, r) * (person[box] > 0.5) * (render_mask[box] < 0.5)
+    fill = push_pull_fill(background[box], near)
+    soft = blur(gap, max(1.0, 0.004 * width)) * (1 - render_mask[box])
+    alpha[box] = strength * torch.maximum(soft, gap * (1 - render_mask[box]))
+    out = out.clone()
+    out[box] = torch.lerp(out[box], fill, alpha[box])
+    return out, alpha
 
 
 def _composite(

@@ -382,6 +382,11 @@ def test_the_gap_between_a_frontal_chin_and_the_neck_beside_it_is_painted_with_t
     # the face, the neck itself and background away from the gap are untouched
     for y, x in [(45, 40), (100, 70), (100, 10), (30, 100), (90, 20)]:
         assert torch.equal(out[0, :, y, x], image[0, :, y, x]), (y, x)
+    # a neck 16% of the face width beside the chin: painted part way (the fill fades in from 10% to 20%)
+    image, person, face, jaw = _chin_and_neck_scene((33, 63))
+    _, alpha = _neck_under_chin(image, image, person, face, jaw, width=50.0)
+    t = (8 / 50 - 0.1) / 0.1
+    assert float(alpha.max()) == pytest.approx(t * t * (3 - 2 * t), abs=1e-4)
     # a neck right under the chin (a frontal photo) and no neck near the chin change nothing
     for cols in [(25, 55), (110, 120)]:
         image, person, face, jaw = _chin_and_neck_scene(cols)
