@@ -660,9 +660,10 @@ def _composite(
     jaw: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Step 5 of the module doc for one image: ``(1, 3, H, W)`` photo, ``(1, 1, H, W)`` old face mask,
-    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none) and
-    the ``(1, 1, H', W')`` rows above the frontal brows -> the composite, the soft face mask and the
-    warped surroundings (``(1, C, H', W')`` each)."""
+    ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none),
+    the ``(1, 1, H', W')`` rows above the frontal brows, the photo's ``(1, 1, H, W)`` person
+    probability and the ``(1, 17, 2)`` frontal jaw points in output pixels (or none: no neck fill)
+    -> the composite, the soft face mask and the warped surroundings (``(1, C, H', W')`` each)."""
     with torch.no_grad():
         # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
         # surroundings a little further out.
@@ -800,8 +801,10 @@ def frontalize(
             Not with ``contour`` (its jaw points are silhouette points already).
         segmenter: a :class:`~morphface.fitting.PersonSegmenter`, a backend name, ``"auto"`` (MediaPipe's
             when it can run here, else none) or ``None``: texels that land on the background are not
-            sampled (:func:`~morphface.uv.unwrap`'s ``foreground``). A mask covering less than half of
-            the fitted face is taken for a failed segmentation and ignored.
+            sampled (:func:`~morphface.uv.unwrap`'s ``foreground``), and the background that a turned
+            head's chin leaves between the frontal chin and the photo's neck is painted with the
+            neck's skin. A mask covering less than half of the fitted face is taken for a failed
+            segmentation and ignored.
         photometric_steps: if > 0, refine the landmark fit with that many steps of
             :func:`~morphface.fitting.fit_photometric`.
         neutral_expression: render with zero expression (default: keep the fitted expression).
