@@ -633,10 +633,11 @@ def _neck_under_chin(
     inside = inside_polygon(torch.stack([xx, yy], -1).reshape(-1, 2), poly).reshape(yy.shape).to(out.dtype)
     # The neck's colours: person pixels around the gap (within 15% of the face width), outside the face.
     r = max(2, int(0.15 * width))
-    box = (..., slice(max(0, y0 - r), min(H, y1 + r)), slice(max(0, x0 - r), min(W, x1 + r)))
-    gap = torch.zeros_like(render_mask)
-    gap[0, 0, y0:y1, x0:x1] = inside
-    gap = gap[box] * (person[box] < 0.5) * (render_mask[box] < 0.5)
+    by0, bx0 = max(0, y0 - r), max(0, x0 - r)
+    box = (..., slice(by0, min(H, y1 + r)), slice(bx0, min(W, x1 + r)))
+    gap = torch.zeros_like(render_mask[box])
+    gap[0, 0, y0 - by0 : y1 - by0, x0 - bx0 : x1 - bx0] = inside
+    gap = gap * (person[box] < 0.5) * (render_mask[box] < 0.5)
     if not bool(gap.any()):
         return out, alpha
     near = dilate(gap, r) * (person[box] > 0.5) * (render_mask[box] < 0.5)
