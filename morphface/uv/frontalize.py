@@ -39,7 +39,11 @@
    with the head (:func:`~morphface.uv.head_flow`: the fitted head with its ears and scalp,
    rasterised in both poses, gives each pixel its source; points the photo did not see take their
    mirror's pixel), so the hair frames the frontal face instead of staying where the turned head
-   had it, and a nearly frontal photo keeps its own forehead and temples. The rendered face then
+   had it, and a nearly frontal photo keeps its own forehead and temples. With a person mask, the
+   hair beyond the head is then evened out (:func:`~morphface.uv.surroundings.even_head_outline`): a
+   turned head shows the back of the head on one side and little beyond the temple on the other;
+   the wider side is narrowed toward the mean of the two, so the frontal face is not framed by the
+   back of the head on one side only. The rendered face then
    replaces the face region: Laplacian-pyramid blending (:func:`~morphface.uv.blend.laplacian_blend`)
    with a nearly hard mask (the silhouette's outermost 0.5% dropped) and the render extended past
    its silhouette by push-pull filling, so that the seam's colours are mixed over a band (the
@@ -97,6 +101,7 @@ from .outliers import reject_colour_outliers
 from .paint import inside_polygon
 from .render import render_uv_texture
 from .shading import camera_normal_map, fit_texel_shading, skin_texel_mask, texel_shading
+from .surroundings import even_head_outline, resample_source, sample_pixels, surroundings_source, warp_surroundings
 from .unwrap import UnwrapResult, unwrap
 
 __all__ = [
@@ -367,163 +372,6 @@ def frontal_fit(
     return front
 
 
-def _pixel_centres(size: tuple[int, int], like: Tensor) -> Tensor:
-    """``(H, W, 2)`` pixel centres ``(x, y)`` of an image of ``size``."""
-    H, W = size
-    x = torch.arange(W, dtype=like.dtype, device=like.device) + 0.5
-    y = torch.arange(H, dtype=like.dtype, device=like.device) + 0.5
-    return torch.stack([x.expand(H, W), y[:, None].expand(H, W)], dim=-1)
-
-
-def _radial_profile(mask: Tensor, bins: int) -> tuple[Tensor, Tensor]:
-    """Centroid ``(B, 2)`` and outline radius per angle bin ``(B, bins)`` of ``(B, 1, H, W)`` masks.
-
-    A bin's radius is that of the outermost pixel centre in it, then the largest of it and its two
-    neighbours (a narrow bin can miss the outermost pixels), then a 5-bin circular mean.
-    """
-    B = mask.shape[0]
-    q = _pixel_centres(tuple(mask.shape[-2:]), mask).reshape(-1, 2)
-    m = mask.reshape(B, -1)
-    area = m.sum(1, keepdim=True).clamp(min=1.0)
-    centre = (m @ q) / area
-    d = q[None] - centre[:, None]  # (B, P, 2)
-    r = d.norm(dim=-1)
-    k = ((torch.atan2(d[..., 1], d[..., 0]) + torch.pi) / (2 * torch.pi) * bins).long().clamp(0, bins - 1)
-    radius = torch.zeros(B, bins, dtype=mask.dtype, device=mask.device)
-    radius = radius.scatter_reduce(1, k, torch.where(m > 0.5, r, torch.zeros_like(r)), "amax")
-    # Bins no pixel fell in (tiny masks) take the neighbours' radius; then a light circular smoothing.
-    empty = radius <= 0
-    if bool(empty.any()):
-        fill = torch.where(empty, torch.full_like(radius, float("nan")), radius)
-        for _ in range(bins):
-            if not bool(torch.isnan(fill).any()):
-                break
-            fill = torch.where(
-                torch.isnan(fill),
-                torch.maximum(fill.roll(1, 1).nan_to_num(-1), fill.roll(-1, 1).nan_to_num(-1)).clamp(min=0),
-                fill,
-            )
-        radius = fill.nan_to_num(0.0)
-    radius = F.max_pool1d(F.pad(radius[:, None], (1, 1), mode="circular"), 3, stride=1)
-    kernel = torch.ones(1, 1, 5, dtype=mask.dtype, device=mask.device) / 5
-    radius = F.conv1d(F.pad(radius, (2, 2), mode="circular"), kernel)[:, 0]
-    return centre, radius
-
-
-def _lookup(radius: Tensor, angle: Tensor) -> Tensor:
-    """Linear interpolation of per-bin radii ``(B, K)`` at angles ``(B, P)`` (radians, -pi..pi)."""
-    K = radius.shape[1]
-    t = (angle + torch.pi) / (2 * torch.pi) * K - 0.5
-    i0 = torch.floor(t)
-    a = t - i0
-    i0 = i0.long() % K
-    r0 = radius.gather(1, i0)
-    r1 = radius.gather(1, (i0 + 1) % K)
-    return r0 * (1 - a) + r1 * a
-
-
-def warp_surroundings(
-    images: Tensor,
-    old_mask: Tensor,
-    new_mask: Tensor,
-    falloff: float = 0.35,
-    inset: float = 0.05,
-    bins: int = 360,
-) -> Tensor:
-    """Move the hair, ears and background around a face from its old outline to its new one.
-
-    Both face masks are star-shaped about their centroids. Seen from its centroid, the new face's
-    outline is at radius ``r_new(theta)`` and the old one's at ``r_old(theta)``. An output pixel at
-    ``(theta, r)`` outside the new face samples the input at radius ``r_old + (r - r_new)`` around
-    the old centroid, so the pixels just outside the new face are those that were just outside
-    the old one: nothing of the old, turned face is left beside the frontal one. The displacement
-    fades to zero (smoothstep) over ``max(falloff * face width, 2 * |r_new - r_old|)`` pixels
-    (wide enough that the warp never folds), so the rest of the photo is untouched. Inside the new
-    face (seen only under the blending seam) radii are scaled by ``(r_old - inset * width) / r_new``:
-    the seam mixes the rendered face with the old face's skin from a little inside its outline,
-    not with the outline itself (which, on the far side, is half background). This is the
-    idea of the background-preserving frontalisation of Zhu et al. (CVPR 2015), with a radial
-    correspondence instead of a background mesh.
-
-    Args:
-        images: ``(B, 3, H, W)`` input photos.
-        old_mask: ``(B, 1, H, W)`` the face's coverage in the input.
-        new_mask: ``(B, 1, H', W')`` its coverage in the output.
-        falloff: fading distance in face widths.
-        inset: how far inside the old outline the new outline samples from inside, in face widths.
-        bins: the most angle bins of the outlines (fewer for small faces: about 3 pixels of outline
-            per bin).
-
-    Returns:
-        ``(B, 3, H', W')`` the warped photos.
-    """
-    return sample_pixels(images, surroundings_source(old_mask, new_mask, falloff, inset, bins))
-
-
-def sample_pixels(images: Tensor, source: Tensor) -> Tensor:
-    """``(B, 3, H, W)`` images sampled bilinearly at ``(B, H', W', 2)`` input pixel positions ``(x, y)``
-    (pixel centres at ``+0.5``; positions outside take the border's colour) -> ``(B, 3, H', W')``.
-    For another output size the images are resized (antialiased) first."""
-    H, W = images.shape[-2:]
-    Ho, Wo = source.shape[1:3]
-    if (Ho, Wo) != (H, W):
-        images = F.interpolate(images, size=(Ho, Wo), mode="bilinear", align_corners=False, antialias=True)
-        source = source * source.new_tensor([Wo / W, Ho / H])
-        H, W = Ho, Wo
-    grid = torch.stack([source[..., 0] * (2.0 / W) - 1.0, source[..., 1] * (2.0 / H) - 1.0], dim=-1)
-    return F.grid_sample(images, grid.to(images), mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def surroundings_source(
-    old_mask: Tensor, new_mask: Tensor, falloff: float = 0.35, inset: float = 0.05, bins: int = 360
-) -> Tensor:
-    """The radial correspondence of :func:`warp_surroundings`: for each output pixel, the input pixel
-    ``(x, y)`` it shows, ``(B, H', W', 2)`` (arguments as there; input pixel units)."""
-    H, W = old_mask.shape[-2:]
-    Ho, Wo = new_mask.shape[-2:]
-    dtype = old_mask.dtype if old_mask.dtype.is_floating_point else torch.float32
-    q_all = _pixel_centres((Ho, Wo), torch.empty(0, dtype=dtype, device=old_mask.device))
-    identity = (q_all * q_all.new_tensor([W / Wo, H / Ho])).expand(new_mask.shape[0], Ho, Wo, 2).clone()
-    if not bool(new_mask.any()) or not bool(old_mask.any()):
-        return identity
-    # About 3 pixels of outline per angle bin at the larger face, at most ``bins``.
-    extent = max(float(m.sum(dim=(1, 2, 3)).max()) for m in (old_mask, new_mask)) ** 0.5
-    bins = int(min(bins, max(32, round(2 * math.pi * extent / 1.77 / 3))))
-    c_old, r_old = _radial_profile(old_mask.to(dtype), bins)
-    c_new, r_new = _radial_profile(new_mask.to(dtype), bins)
-    B = new_mask.shape[0]
-    width = 2 * r_new.amax(1, keepdim=True)
-    span = torch.maximum(falloff * width, 2 * (r_new - r_old).abs().amax(1, keepdim=True)).clamp(min=1.0)
-    # Only pixels within the fading distance of the new face move: compute that box alone.
-    reach = (r_new.amax(1) + span[:, 0]).amax() + 2
-    lo = (c_new - reach).amin(0).floor().clamp(min=0)
-    hi = (c_new + reach).amax(0).ceil()
-    x0, y0 = int(lo[0]), int(lo[1])
-    x1, y1 = min(Wo, int(hi[0])), min(Ho, int(hi[1]))
-    if x1 <= x0 or y1 <= y0:
-        return identity
-    q = q_all[y0:y1, x0:x1].reshape(1, -1, 2)
-    d = q - c_new[:, None]
-    r = d.norm(dim=-1).clamp(min=1e-6)
-    theta = torch.atan2(d[..., 1], d[..., 0])
-    rn = _lookup(r_new, theta).clamp(min=1.0)
-    ro = _lookup(r_old, theta)
-    t = ((r - rn) / span).clamp(0, 1)
-    fade = 1 - t * t * (3 - 2 * t)
-    ro_in = torch.maximum(ro - inset * width, 0.5 * ro)
-    r_src = torch.where(r < rn, r * ro_in / rn, r + fade * (ro - rn))
-    # The centre moves with the fade too, so that far pixels map to themselves.
-    centre = torch.where(
-        (r < rn)[..., None],
-        c_old[:, None].expand(B, r.shape[1], 2),
-        c_new[:, None] + fade[..., None] * (c_old - c_new)[:, None],
-    )
-    src = centre + (d / r[..., None]) * r_src[..., None]
-    src = torch.where((r >= rn)[..., None] & (fade[..., None] <= 0), q.expand(B, -1, -1), src)
-    identity[:, y0:y1, x0:x1] = src.view(B, y1 - y0, x1 - x0, 2) * src.new_tensor([W / Wo, H / Ho])
-    return identity
-
-
 def _photo_weight(fit: FitResult, front: FitResult, degrees: tuple[float, float]) -> Tensor:
     """``(B, 1, 1, 1)``: 1 where the frontal view turns the head by less than ``degrees[0]`` (the angle
     of the rotation between the two poses), falling smoothly to 0 at ``degrees[1]``."""
@@ -659,11 +507,13 @@ def _composite(
     forehead: Tensor | None = None,
     person: Tensor | None = None,
     jaw: Tensor | None = None,
+    evenness: float = 0.0,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Step 5 of the module doc for one image: ``(1, 3, H, W)`` photo, ``(1, 1, H, W)`` old face mask,
     ``(1, 3, H', W')`` / ``(1, 1, H', W')`` frontal render and its mask, the head's flow (or none),
     the ``(1, 1, H', W')`` rows above the frontal brows, the photo's ``(1, 1, H, W)`` person
-    probability and the ``(1, 17, 2)`` frontal jaw points in output pixels (or none: no neck fill)
+    probability, the ``(1, 17, 2)`` frontal jaw points in output pixels (or none: no neck fill) and
+    the strength of :func:`~morphface.uv.surroundings.even_head_outline` (with a person mask)
     -> the composite, the soft face mask and the warped surroundings (``(1, C, H', W')`` each)."""
     with torch.no_grad():
         # The real face may reach past the fitted silhouette (a fit is never pixel-exact): start the
@@ -673,6 +523,20 @@ def _composite(
         source = surroundings_source(old_mask, render_mask)
         if flow is not None:
             source = torch.lerp(source, flow.source.to(source), flow.weight[..., None].to(source))
+        if person is not None and evenness > 0 and bool(render_mask.any()):
+            head = render_mask if flow is None else torch.maximum(render_mask, flow.coverage[:, None].to(render_mask))
+            cols = torch.nonzero(render_mask.amax(dim=(0, 1, 2)) > 0).flatten()
+            rows = render_mask[0, 0].sum(1)
+            y = torch.arange(rows.numel(), dtype=rows.dtype, device=rows.device) + 0.5
+            centre = torch.stack([(cols[0] + cols[-1] + 1).to(rows) / 2, (rows * y).sum() / rows.sum()])
+            at = even_head_outline(
+                sample_pixels(person.to(image), source),
+                head,
+                centre[None],
+                torch.tensor([float(cols[-1] - cols[0] + 1)]),
+                strength=evenness,
+            )
+            source = resample_source(source, at)
         background = sample_pixels(image, source)
     soft = torch.zeros_like(render_mask)
     out = background.clone()
@@ -774,6 +638,7 @@ def frontalize(
     relight: bool = True,
     keep_photo: tuple[float, float] | None = (8.0, 15.0),
     head: MorphableModel | bool = True,
+    even_outline: bool = True,
     return_intermediates: bool = False,
     backend: str = "auto",
 ) -> FrontalizeResult:
@@ -802,10 +667,10 @@ def frontalize(
             Not with ``contour`` (its jaw points are silhouette points already).
         segmenter: a :class:`~morphface.fitting.PersonSegmenter`, a backend name, ``"auto"`` (MediaPipe's
             when it can run here, else none) or ``None``: texels that land on the background are not
-            sampled (:func:`~morphface.uv.unwrap`'s ``foreground``), and the background that a turned
-            head's chin leaves between the frontal chin and the photo's neck is painted with the
-            neck's skin. A mask covering less than half of the fitted face is taken for a failed
-            segmentation and ignored.
+            sampled (:func:`~morphface.uv.unwrap`'s ``foreground``), the hair around a turned head is
+            evened out (``even_outline``), and the background that a turned head's chin leaves
+            between the frontal chin and the photo's neck is painted with the neck's skin. A mask
+            covering less than half of the fitted face is taken for a failed segmentation and ignored.
         photometric_steps: if > 0, refine the landmark fit with that many steps of
             :func:`~morphface.fitting.fit_photometric`.
         neutral_expression: render with zero expression (default: keep the fitted expression).
@@ -841,6 +706,10 @@ def frontalize(
             rasterise, ``True`` (the embedded model's full region with ears, front scalp and neck for
             the default model; ``model`` itself otherwise) or ``False`` (only the radial warp of
             :func:`warp_surroundings`, and no hair kept in front of the forehead).
+        even_outline: with a person mask, narrow the side of a turned head that shows the back of the
+            head and widen the other, toward the mean of the two
+            (:func:`~morphface.uv.surroundings.even_head_outline`); faded in from 8 to 15 degrees of
+            turn, like ``keep_photo``, so a nearly frontal photo keeps its outline.
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -983,6 +852,9 @@ def frontalize(
         jaw = None
         if foreground is not None and face.landmarks.numel() >= 17 and bool((face.landmarks[:17] >= 0).all()):
             jaw, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[:17]])
+    evenness = torch.zeros(B)
+    if even_outline and foreground is not None:
+        evenness = 1 - _photo_weight(fit, front, (8.0, 15.0)).flatten().cpu()
     # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
     # image's face alone, so an image's result does not depend on the others in its batch.
     parts = [
@@ -996,6 +868,7 @@ def frontalize(
             None if forehead is None else forehead[b : b + 1],
             None if foreground is None else foreground[b : b + 1],
             None if jaw is None else jaw[b : b + 1],
+            float(evenness[b]),
         )
         for b in range(B)
     ]

@@ -392,3 +392,49 @@ def test_the_gap_between_a_frontal_chin_and_the_neck_beside_it_is_painted_with_t
         image, person, face, jaw = _chin_and_neck_scene(cols)
         out, alpha = _neck_under_chin(image, image, person, face, jaw, width=50.0)
         assert torch.equal(out, image) and float(alpha.max()) == 0.0, cols
+
+
+def test_a_turned_head_with_hair_behind_it_comes_back_with_an_evener_outline():
+    import numpy as np
+
+    from morphface.fitting import PersonSegmenter
+
+    scene = synthetic_face(40, 160, 64, torch.Generator().manual_seed(3))
+    head = (scene.image - scene.background).abs().amax(1, keepdim=True) > 1e-4
+    H, W = head.shape[-2:]
+    yy, xx = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    cols = torch.nonzero(head[0, 0].any(0)).flatten()
+    rows = torch.nonzero(head[0, 0].any(1)).flatten()
+    cy = float(rows.float().mean())
+    # The back of the head: dark hair beyond the head's left side (the nose points right), a fifth of its width.
+    x0, wd = float(cols[0]), float(cols[-1] - cols[0])
+    hair = ((((xx - x0 - 0.25 * wd) / (0.45 * wd)) ** 2 + ((yy - cy + 0.15 * wd) / (0.6 * wd)) ** 2) < 1)[None, None]
+    hair &= ~head & (yy < cy + 0.2 * wd)
+    dark = torch.tensor([0.08, 0.06, 0.05]).view(1, 3, 1, 1)
+    image = torch.where(hair, dark, scene.image)
+
+    class Given(PersonSegmenter):
+        def _segment_rgb(self, rgb):
+            return (head | hair)[0, 0].float().numpy().astype(np.float32)
+
+    kw = dict(landmarks=scene.landmarks, contour=False, texture_size=64, segmenter=Given())
+    results = [frontalize(image, even_outline=flag, **kw) for flag in (False, True)]
+
+    def dark_beyond_face(r):
+        """Dark pixels left and right of the frontal face's box, over the rows of the face's upper half."""
+        m = r.face_mask[0, 0] > 0.5
+        fc = torch.nonzero(m.any(0)).flatten()
+        fr = torch.nonzero(m.any(1)).flatten()
+        band = slice(int(fr[0]), int((fr[0] + fr[-1]) // 2))
+        is_dark = (r.image[0, :, band] < 0.15).all(0)
+        return int(is_dark[:, : int(fc[0])].sum()), int(is_dark[:, int(fc[-1]) + 1 :].sum())
+
+    (l0, r0), (l1, r1) = (dark_beyond_face(r) for r in results)
+    assert l0 > 3 * max(r0, 1)  # without: the hair stays on the back of the head's side
+    assert l1 < 0.6 * l0 and r1 == r0 == 0  # with: narrower; a bare side cannot be given hair
+    # the face itself is the same (its middle; the blend mixes the surroundings' low frequencies near its edge)
+    m = results[0].face_mask[0, 0] > 0.5
+    fc, fr = torch.nonzero(m.any(0)).flatten(), torch.nonzero(m.any(1)).flatten()
+    qy, qx = int(fr[-1] - fr[0]) // 4, int(fc[-1] - fc[0]) // 4
+    middle = (..., slice(int(fr[0]) + qy, int(fr[-1]) - qy), slice(int(fc[0]) + qx, int(fc[-1]) - qx))
+    assert float((results[0].image[middle] - results[1].image[middle]).abs().max()) < 1e-3
