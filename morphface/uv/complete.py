@@ -22,8 +22,10 @@
    outside the layout (so bilinear lookups at the layout's border never see black), is filled from
    a pyramid of confidence-weighted averages. Texels seen nearly edge-on (confidence below 0.05,
    ramping up to full weight at 0.15) take part only in proportion: a few texels that sampled the
-   background behind a chin, weighted like the rest, coloured the whole hole around them. No texel
-   is left empty, and none is NaN: an image with no seen texel at all gets a constant skin colour.
+   background behind a chin, weighted like the rest, coloured the whole hole around them. Texels
+   next to a large hole fade into the fill over a narrow band (``feather``): the skin at a hole's
+   edge (a highlight along a profile, the shadow under a fringe) met by a smooth fill was a seam. No
+   texel is left empty, and none is NaN: an image with no seen texel at all gets a constant skin colour.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from torch import Tensor
 from ..fitting.result import FitResult
 from ..morphable.model import DEFAULT_SKIN_ALBEDO, MorphableModel
 from ._cache import cached
-from .blend import blur
+from .blend import blur, dilate, erode
 from .layout import model_uv_layout
 from .texel import texel_attributes, texel_map
 from .unwrap import UnwrapResult
@@ -308,6 +310,7 @@ def complete_texture(
     mirror: str | None = "blend",
     use_albedo: bool = True,
     trusted_confidence: tuple[float, float] = (0.05, 0.15),
+    feather: float = 0.01,
 ) -> Completion:
     """Fill every texel of an unwrapped texture (module doc).
 
@@ -321,6 +324,12 @@ def complete_texture(
             are filled like unseen ones, and up to ``hi`` they are mixed with the fill: a few
             texels seen edge-on (the background behind a chin, hair beside a nose ridge) must not
             colour a whole hole around them.
+        feather: texels kept next to a large hole (wider than 2% of the texture's side) are mixed
+            with the smooth fill over a band whose scale is this fraction of the side (weight
+            ``1 - 2.5 * blur(hole, feather * S)``): the skin at a hole's edge is often not the skin
+            further in (a highlight along a profile, the shadow under a fringe), and a fill that
+            meets it abruptly is a seam (a pale stripe down the nose ridge of a face turned by 50
+            degrees). Smaller holes (around the eyes) do not blur their surroundings. 0 turns it off.
 
     Returns:
         :class:`Completion`; differentiable w.r.t. the unwrapped texture.
@@ -352,6 +361,12 @@ def complete_texture(
         fill = torch.zeros_like(mask)
     lo, hi = trusted_confidence
     weight = torch.maximum(mask * ((conf - lo) / max(hi - lo, 1e-6)).clamp(0.0, 1.0), fill)
+    if feather > 0:
+        S = tex.shape[-1]
+        hole = (weight < 0.5).to(weight)
+        r = max(1, round(0.01 * S))
+        large = dilate(erode(hole, r), r) * hole
+        weight = torch.where(hole > 0, weight, weight * (1 - 2.5 * blur(large, feather * S)).clamp(0.0, 1.0))
     source = torch.where(weight < 0.5, SOURCE_FILL, source)
     out = push_pull_fill(tex, weight, fallback=DEFAULT_SKIN_ALBEDO).clamp(0.0, 1.0)
     return Completion(texture=out, confidence=conf, source=source)

@@ -105,8 +105,9 @@ def test_texels_seen_edge_on_do_not_colour_the_hole_around_them():
 
     def completed(conf: float) -> torch.Tensor:
         c = torch.where(specks, torch.tensor(conf), seen.confidence)
-        done = complete_texture(UnwrapResult(tex, c, torch.maximum(seen.mask, specks.float())), model, mirror=None)
-        return done
+        # Not feathered: that would mix the specks (next to a large hole) with the fill whatever their confidence.
+        unwrapped = UnwrapResult(tex, c, torch.maximum(seen.mask, specks.float()))
+        return complete_texture(unwrapped, model, mirror=None, feather=0.0)
 
     edge_on, square = completed(0.02), completed(0.9)
     near = (slice(None), slice(None), slice(34, 48), slice(42, 56))
@@ -115,6 +116,32 @@ def test_texels_seen_edge_on_do_not_colour_the_hole_around_them():
     assert float((edge_on.texture - skin)[near].abs().max()) < 1e-3
     assert bool((edge_on.source[specks[:, :1]] == SOURCE_FILL).all())
     assert bool((square.source[specks[:, :1]] == SOURCE_SEEN).all())
+
+
+def test_skin_at_the_edge_of_a_large_hole_fades_into_the_fill():
+    model = grid_model(7, size=60.0)
+    S = 256
+    skin = torch.tensor([0.8, 0.6, 0.5]).view(1, 3, 1, 1).expand(1, 3, S, S).clone()
+    skin[..., S // 2 - 3 : S // 2] = torch.tensor([0.98, 0.9, 0.85]).view(1, 3, 1, 1)  # a highlight along the hole
+    seen = _half_seen(skin)  # the right half is a hole
+    small = torch.zeros(1, 1, S, S)
+    small[..., 60:62, 40:42] = 1  # and a hole of 2 x 2 texels deep in the seen half
+    seen = UnwrapResult(seen.texture * (1 - small), seen.confidence * (1 - small), seen.mask * (1 - small))
+    hard = complete_texture(seen, model, mirror=None, feather=0.0).texture
+    soft = complete_texture(seen, model, mirror=None).texture
+    rows = slice(100, 156)
+    band = (..., rows, slice(S // 2 - 12, S // 2 + 12))
+    step = lambda t: float((t[band][..., 1:] - t[band][..., :-1]).abs().amax())  # noqa: E731
+    # the highlight next to the hole is mixed with the fill (kept as it was without feathering), and the
+    # steepest step across the band is lower
+    edge = (..., rows, S // 2 - 1)
+    assert torch.allclose(hard[edge], skin[edge], atol=1e-6)
+    assert float((soft[edge] - skin[edge]).abs().amax(1).amin()) > 0.04
+    assert step(soft) < 0.8 * step(hard)
+    # skin away from the large hole, and around the small one, is kept as it was
+    assert torch.equal(soft[..., : S // 2 - 12], hard[..., : S // 2 - 12])
+    assert torch.equal(soft[..., 50:72, 30:52], hard[..., 50:72, 30:52])
+    assert float((soft[..., 100:156, :S // 2 - 12] - skin[..., 100:156, :S // 2 - 12]).abs().max()) == 0.0
 
 
 def test_albedo_model_fills_unseen_texels():
