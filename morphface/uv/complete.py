@@ -324,7 +324,7 @@ def complete_texture(
             are filled like unseen ones, and up to ``hi`` they are mixed with the fill: a few
             texels seen edge-on (the background behind a chin, hair beside a nose ridge) must not
             colour a whole hole around them.
-        feather: texels kept next to a large hole (wider than 2% of the texture's side) are mixed
+        feather: texels kept next to a large hole in the layout (wider than 2% of the texture's side) are mixed
             with the smooth fill over a band whose scale is this fraction of the side (weight
             ``1 - 2.5 * blur(hole, feather * S)``): the skin at a hole's edge is often not the skin
             further in (a highlight along a profile, the shadow under a fringe), and a fill that
@@ -363,7 +363,9 @@ def complete_texture(
     weight = torch.maximum(mask * ((conf - lo) / max(hi - lo, 1e-6)).clamp(0.0, 1.0), fill)
     if feather > 0:
         S = tex.shape[-1]
-        hole = (weight < 0.5).to(weight)
+        # Holes in the layout: its outside is not skin that a fill meets.
+        inside = texel_map(model, S).mask[None, None].to(weight)
+        hole = (weight < 0.5).to(weight) * inside
         r = max(1, round(0.01 * S))
         large = dilate(erode(hole, r), r) * hole
         weight = torch.where(hole > 0, weight, weight * (1 - 2.5 * blur(large, feather * S)).clamp(0.0, 1.0))

@@ -707,7 +707,7 @@ def frontalize(
             the default model; ``model`` itself otherwise) or ``False`` (only the radial warp of
             :func:`warp_surroundings`, and no hair kept in front of the forehead).
         even_outline: with a person mask, narrow the side of a turned head that shows the back of the
-            head and widen the other, toward the mean of the two
+            head toward the mean width of the two sides
             (:func:`~morphface.uv.surroundings.even_head_outline`); faded in from 8 to 15 degrees of
             turn, like ``keep_photo``, so a nearly frontal photo keeps its outline.
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).

@@ -10,8 +10,7 @@ input pixel positions ``(x, y)``, pixel centres at ``+0.5``). Three maps compose
 - :func:`even_head_outline`: an output-to-output map that evens out a turned head's hair outline
   around the frontal face: a head seen turned shows the back of the head on one side and hardly
   anything beyond the temple on the other; turned to the front, the side showing the back of the head
-  is narrowed and the other widened, toward the mean of the two (:func:`resample_source` composes it
-  with the others).
+  is narrowed toward the mean of the two (:func:`resample_source` composes it with the others).
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .headwarp import _smoothstep
 
 __all__ = ["warp_surroundings", "surroundings_source", "sample_pixels", "even_head_outline", "resample_source"]
 
@@ -203,11 +204,6 @@ def resample_source(source: Tensor, at: Tensor) -> Tensor:
     return out.permute(0, 2, 3, 1)
 
 
-def _smoothstep(t: Tensor) -> Tensor:
-    t = t.clamp(0.0, 1.0)
-    return t * t * (3 - 2 * t)
-
-
 def _outline_beyond(person: Tensor, centre: Tensor, r_in: Tensor, reach: int) -> Tensor:
     """``(B, K)`` how far (pixels) ``person`` ``(B, 1, H, W)`` stays above 1/2 along each angle bin's ray
     from ``centre`` ``(B, 2)``, starting at radius ``r_in`` ``(B, K)``; ``reach`` where it never drops
@@ -246,8 +242,8 @@ def even_head_outline(
     about the vertical through ``centre``), kept within ``limits`` times ``e``, and applied in
     proportion to ``strength``. By default a side is only narrowed, never widened: stretched to twice
     its width, the few curls on the far side of a turned head became a smear, and a bare temple
-    cannot be widened into hair it does not have. An output pixel
-    at ``r_in + u`` along ``theta`` then shows ``r_in + u e / e_t`` for ``u <= e_t`` (the hair band
+    cannot be widened into hair it does not have. An output pixel at ``r_in + u`` along ``theta``
+    then shows ``r_in + u e / e_t`` for ``u <= e_t`` (the hair band
     squeezed or stretched to its new extent) and ``r_in + u + fade (e - e_t)`` beyond (the background
     just outside the new outline is what was just outside the old one; ``fade`` falls from 1 to 0 over
     ``max(falloff * width, 2 |e - e_t|)``, so the map never folds, and the rest of the photo does not
@@ -298,8 +294,11 @@ def even_head_outline(
     # A 7-bin circular mean: single bins catch strands of hair; the outline is smooth at this scale.
     box = torch.ones(1, 1, 7, dtype=dtype, device=dev) / 7
     e = F.conv1d(F.pad(e[:, None], (3, 3), mode="circular"), box)[:, 0]
-    # Bin k's mirror (pi - theta) is bin K/2 - 1 - k (mod K).
-    mirror = lambda v: torch.flip(v, [1]).roll(bins // 2, 1)  # noqa: E731
+
+    def mirror(v: Tensor) -> Tensor:
+        # Bin k's mirror (pi - theta) is bin K/2 - 1 - k (mod K).
+        return torch.flip(v, [1]).roll(bins // 2, 1)
+
     lo, hi = limits
     target = (0.5 * (e + mirror(e))).clamp(min=lo * e)
     target = torch.minimum(target, torch.maximum(hi * e, e))
@@ -316,9 +315,9 @@ def even_head_outline(
         return out
     span = torch.maximum(falloff * width[:, None], 2 * (e - target).abs()).clamp(min=1.0)
     extent = (r_in + torch.maximum(e, target) + span + 2) * moves
-    lo = (centre - extent.amax(1, keepdim=True)).amin(0).floor().clamp(min=0)
-    hi = (centre + extent.amax(1, keepdim=True)).amax(0).ceil()
-    x0, y0, x1, y1 = int(lo[0]), int(lo[1]), min(W, int(hi[0])), min(H, int(hi[1]))
+    first = (centre - extent.amax(1, keepdim=True)).amin(0).floor().clamp(min=0)
+    last = (centre + extent.amax(1, keepdim=True)).amax(0).ceil()
+    x0, y0, x1, y1 = int(first[0]), int(first[1]), min(W, int(last[0])), min(H, int(last[1]))
     if x1 <= x0 or y1 <= y0:
         return out
     qb = q[:, y0:y1, x0:x1].reshape(B, -1, 2)
