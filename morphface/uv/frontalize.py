@@ -20,8 +20,9 @@
    distrusted, texels on the person mask's background not sampled. The photo's first-order shading
    is divided out (:mod:`morphface.uv.shading`), and then texels whose colour is not the face's skin
    colour are dropped where a better source exists: grazing ones with a squarer mirror, hair over
-   one side whose mirror is clean skin, hair framing the face above the nose from the layout's
-   border, grazing ones near the symmetry plane, and the fringes of all these
+   one side whose mirror is clean skin, hair framing the face from the temples (a fringe on the
+   forehead stays: nothing shows the skin under it), grazing ones on the nose ridge, and the fringes
+   of all these
    (:func:`~morphface.uv.reject_colour_outliers`). Judged after the shading is divided out, a cheek
    that is only darker or brighter from the light is no outlier.
 3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill. A
@@ -51,7 +52,7 @@
    whole face) while fine detail stays sharp on both sides. Inside the face the render is mixed
    with the old face's skin (which continues the forehead and the jaw), never with its eyes or
    hair (:func:`_under_layer`). Above the brows, hair that the re-posed photo shows in front of the
-   forehead (a fringe, which the texture had rejected and filled with skin) stays in front of it
+   forehead (a lock the texture had rejected and filled with skin) stays in front of it
    (:func:`_hair_over_forehead`). With a person mask, the background that a turned head's chin
    leaves between the frontal chin and the photo's neck is painted with the neck's skin
    (:func:`_neck_under_chin`).
@@ -406,9 +407,9 @@ def _hair_over_forehead(render: Tensor, background: Tensor, mask: Tensor, region
     :func:`~morphface.uv.head_flow`) shows hair in front of the frontal face's forehead: inside ``mask``
     and ``region`` (``(B, 1, H, W)``, above the brows and trusted by the flow), darker than the render's
     skin and beyond 3 robust SDs of its colours. Specks narrower than 1% of the face ``width`` are
-    dropped (an opening), the rest softened over 0.5%. The texture has the fringe rejected and filled
-    from the skin around it, a pale patch where the photo had hair; in front of the forehead the hair
-    itself is the right thing to show."""
+    dropped (an opening), the rest softened over 0.5%. The texture has hair framing the face from the
+    temples rejected and filled from the skin around it, a pale patch where the photo had hair; in
+    front of the forehead the hair itself is the right thing to show."""
     B = mask.shape[0]
     inside = mask > 0.5
     skin = fit_colour_model(render.permute(0, 2, 3, 1).reshape(B, -1, 3), inside.reshape(B, -1))

@@ -15,16 +15,20 @@ mirror side or fills them from their surroundings. Four rules, all on skin texel
   asymmetric brow raise must survive), and only patches wider than ``min_patch`` of the texture
   (a mole stays).
 - **framing hair**: a strong outlier (``hair_threshold``) above the nose tip, off the eyebrows, in
-  a patch that reaches the border of the layout: hair that frames the face from the temples or the
-  fringe, on both sides at once (which the one-sided rule cannot see). Below the nose tip only the
-  part of a patch that lies mostly above it (a lock hanging from the temple down the cheek): a
-  beard stays, even when sideburns join it to the hair; the nostrils and eyebrows do not reach the
-  border.
-- **centre band**: a grazing outlier within ``centre_band_mm`` of the face's symmetry plane (the
-  nose ridge of a profile, behind which hair or background shows), even where its mirror is no
-  better: the mirror there is the texel itself or its unseen twin. Completion fills it from its
-  neighbours. (The same rule over the whole face costs 1.3-1.6 dB on synthetic faces at 15-60
-  degrees: texture detail near the far border is lost to the smooth fill.)
+  a patch that reaches the border of the layout: hair that frames the face from the temples, on
+  both sides at once (which the one-sided rule cannot see). Below the nose tip only the part of a
+  patch that lies mostly above it (a lock hanging from the temple down the cheek): a beard stays,
+  even when sideburns join it to the hair; the nostrils and eyebrows do not reach the border. A
+  fringe on the forehead (above the brows, between the outer eye corners) stays (``keep_fringe``):
+  the skin under it is seen on neither side, and filling it invented a bald, pale forehead with a
+  straight top edge where the layout ends (a face turned by 50 degrees under a fringe); at the
+  temples the head's own hair, moved with it, frames the frontal face instead.
+- **centre band**: a grazing outlier below the brows within ``centre_band_mm`` of the face's
+  symmetry plane (the nose ridge of a profile, behind which hair or background shows), even where
+  its mirror is no better: the mirror there is the texel itself or its unseen twin. Completion fills
+  it from its neighbours. (The same rule over the whole face costs 1.3-1.6 dB on synthetic faces at
+  15-60 degrees: texture detail near the far border is lost to the smooth fill; on the forehead it
+  cut a pale notch into a fringe.)
 
 Each rule's patches then grow through neighbouring texels that are weaker outliers (hysteresis): the
 fringe of a patch of hair or background is a mix of its colour and the skin's, too close to the skin
@@ -73,6 +77,19 @@ def _brow_band(model: MorphableModel, margin_mm: float = 8.0) -> Tensor:
     return cached(model, "brow_band", float(margin_mm), build)
 
 
+def _forehead(model: MorphableModel, points: Tensor) -> tuple[Tensor, Tensor]:
+    """``(N,)`` bool twice for texel ``points`` ``(N, 3)`` (mean shape, mm): above the highest eyebrow
+    landmark (iBUG 17-26), and that between the outer eye corners (36, 45); all False for a model
+    without those landmarks."""
+    lm = model.landmarks
+    none = torch.zeros(points.shape[0], dtype=torch.bool, device=points.device)
+    if lm.numel() != 68 or bool((lm[17:27] < 0).any()) or int(lm[36]) < 0 or int(lm[45]) < 0:
+        return none, none
+    mean = model.mean.to(points)
+    above = points[:, 1] > mean[lm[17:27], 1].max()
+    return above, above & (points[:, 0].abs() < mean[lm[[36, 45]], 0].abs().max())
+
+
 def _framing_hair(model: MorphableModel, tmap, candidates: Tensor, radius: int) -> Tensor:
     """``(B, N)`` the ``candidates`` that, after an opening of ``radius`` texels, belong to a connected
     patch touching the layout's border band: the patch's part above the nose tip (mean shape), and
@@ -118,6 +135,7 @@ def reject_colour_outliers(
     min_patch: float = 0.01,
     framing_hair: bool = True,
     hair_threshold: float = 5.0,
+    keep_fringe: bool = True,
     centre_band_mm: float = 6.0,
     grow: float = 0.02,
     grow_threshold: float = 2.5,
@@ -142,8 +160,11 @@ def reject_colour_outliers(
             (hair that frames a face from the temples or the fringe, on both sides) and below it
             where the patch lies mostly above (module doc).
         hair_threshold: see ``framing_hair``.
-        centre_band_mm: half-width (mean shape, mm) of the middle band where grazing outliers are
-            rejected even without a squarer mirror.
+        keep_fringe: the framing-hair rule leaves the forehead alone (above the brows' highest
+            landmark, between the outer eye corners; module doc). Without the iBUG-68 landmarks it has
+            no forehead and rejects everywhere.
+        centre_band_mm: half-width (mean shape, mm) of the middle band below the brows where grazing
+            outliers are rejected even without a squarer mirror.
         grow: rejected patches then grow by up to this fraction of the texture's side through
             skin texels beyond ``grow_threshold`` robust SDs (off the eyebrows): a patch's fringe
             mixes the outlier's colour with the skin's (blur, antialiasing) and stays under
@@ -182,7 +203,9 @@ def reject_colour_outliers(
     grazing = c < max_confidence
     bad = outlier & grazing & (m_conf >= c + mirror_margin)
     # The middle band (the nose ridge): mirror texels there are the texel itself or its unseen twin.
-    centre_band = (_texel_points(model, tmap)[:, 0].abs() < centre_band_mm).to(tex.device)
+    points = _texel_points(model, tmap)
+    above, forehead = _forehead(model, points)
+    centre_band = ((points[:, 0].abs() < centre_band_mm) & ~above).to(tex.device)
     bad |= outlier & grazing & centre_band[None]
     if one_sided:
         side = outlier & ~brows[None] & m_seen & (m_z < inlier_threshold)
@@ -191,8 +214,9 @@ def reject_colour_outliers(
         side_map = dilate(erode(side_map, r), r) * tmap.scatter(side[..., None].to(tex.dtype))
         bad |= tmap.gather(side_map)[..., 0] > 0.5
     if framing_hair:
-        bad |= _framing_hair(model, tmap, seen & skin[None] & ~brows[None] & (z > hair_threshold)
-                             & (n_ref >= 16)[:, None], max(1, round(0.5 * min_patch * S)))
+        hair = seen & skin[None] & ~brows[None] & (z > hair_threshold) & (n_ref >= 16)[:, None]
+        hair = _framing_hair(model, tmap, hair, max(1, round(0.5 * min_patch * S)))
+        bad |= hair & ~forehead.to(tex.device)[None] if keep_fringe else hair
     rejected = tmap.scatter(bad[..., None].to(tex.dtype))  # (B, 1, S, S)
     # Hysteresis: the fringes of rejected patches go with them.
     weak = tmap.scatter((seen & skin[None] & ~brows[None] & (z > grow_threshold))[..., None].to(tex.dtype))

@@ -71,6 +71,12 @@ def _texel_points(model, tmap):
     return (model.mean[tmap.vertex_ids] * tmap.weights[..., None].to(model.mean)).sum(1)
 
 
+def _forehead(model, p):
+    """Texels above the highest eyebrow landmark and between the outer eye corners (mean shape)."""
+    lm = model.landmarks
+    return (p[:, 1] > model.mean[lm[17:27], 1].max()) & (p[:, 0].abs() < model.mean[lm[[36, 45]], 0].abs().max())
+
+
 def test_hair_over_one_cheek_is_rejected_at_any_angle_but_not_on_both_or_in_small_spots(narrow_model):
     tmap, skin, x, u = _square_unwrap(narrow_model)
     p = _texel_points(narrow_model, tmap)
@@ -116,6 +122,10 @@ def test_grazing_outlier_on_the_symmetry_line_is_rejected(narrow_model):
     out, rejected = reject_colour_outliers(_paint(tmap, grazing, line, [0.95, 0.97, 1.0]), narrow_model, grow=0.0)
     got = tmap.gather(rejected.float())[0, :, 0] > 0.5
     assert bool(got.any()) and int((got & ~(x.abs() < 4.0)).sum()) == 0
+    # only below the brows (the nose ridge): on the forehead the line stays
+    brow_top = float(narrow_model.mean[narrow_model.landmarks[17:27], 1].max())
+    y = _texel_points(narrow_model, tmap)[:, 1]
+    assert int((line & (y > brow_top + 1)).sum()) > 4 and int((got & (y > brow_top)).sum()) == 0
     # seen squarely, the same line is kept (a frontal face's nose ridge)
     _, rejected = reject_colour_outliers(_paint(tmap, u, line, [0.95, 0.97, 1.0]), narrow_model)
     assert not bool(rejected.any())
@@ -130,10 +140,18 @@ def test_hair_framing_the_face_on_both_sides_is_rejected_but_not_a_beard_or_an_i
     dark = [0.25, 0.15, 0.10]
     # a fringe across the whole top of the forehead, from the layout's border down 15 mm: both sides
     fringe = y > top - 15
-    out, rejected = reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, one_sided=False, grow=0.0)
-    got = tmap.gather(rejected.float())[0, :, 0] > 0.5
+    kw = dict(one_sided=False, grow=0.0)
+    everywhere = reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, keep_fringe=False, **kw)[1]
+    everywhere = tmap.gather(everywhere.float())[0, :, 0] > 0.5
     want = fringe & skin
-    assert int((want & ~got).sum()) <= 0.1 * int(want.sum()) and int((got & ~want).sum()) == 0
+    assert int((want & ~everywhere).sum()) <= 0.1 * int(want.sum()) and int((everywhere & ~want).sum()) == 0
+    # by default it goes at the temples, as before, and stays on the forehead itself (nothing better
+    # shows the skin under it)
+    forehead = _forehead(narrow_model, p)
+    assert int((fringe & forehead).sum()) > 20 and int((fringe & ~forehead).sum()) > 20
+    out, rejected = reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, **kw)
+    got = tmap.gather(rejected.float())[0, :, 0] > 0.5
+    assert torch.equal(got, everywhere & ~forehead)
     assert not bool(reject_colour_outliers(_paint(tmap, u, fringe, dark), narrow_model, one_sided=False,
                                            framing_hair=False)[1].any())
     # a beard on both sides below the nose tip reaches the border too, and stays
@@ -171,7 +189,11 @@ def test_a_lock_hanging_from_the_temple_goes_but_a_beard_joined_to_the_hair_stay
     assert int((joined & (y > tip)).sum()) < 0.5 * int(joined.sum())
     got = tmap.gather(reject_colour_outliers(_paint(tmap, u, joined, dark), narrow_model, **kw)[1].float())[0, :, 0]
     assert float(got[(beard & skin & (y < tip - 20))].mean()) < 0.05
-    assert float(got[fringe & skin].mean()) > 0.9
+    # (by default the fringe on the forehead itself stays; the rest goes as it does without keep_fringe)
+    every = reject_colour_outliers(_paint(tmap, u, joined, dark), narrow_model, keep_fringe=False, **kw)[1]
+    every = tmap.gather(every.float())[0, :, 0] > 0.5
+    assert float(every[fringe & skin].float().mean()) > 0.9
+    assert torch.equal(got > 0.5, every & ~_forehead(narrow_model, p))
 
 
 def test_the_fringe_of_a_rejected_patch_goes_with_it(narrow_model):
