@@ -5,7 +5,8 @@ maps (:func:`texel_map`: texel -> triangle and barycentrics, cached per model an
 UV position and normal maps, texture extraction with z-buffer visibility (:func:`unwrap`),
 completion (mirror, albedo model, push-pull; :func:`complete_texture`), multi-view fusion
 (:func:`fuse_unwraps`), rendering a texture (:func:`render_uv_texture`), closing a mesh's eye and
-mouth openings (:func:`fill_holes`) and :func:`frontalize`.
+mouth openings (:func:`fill_holes`), moving the photo around a re-posed face (:func:`head_flow`,
+:func:`warp_surroundings`, :func:`even_head_outline`) and :func:`frontalize`.
 
 UV convention (the model's, OBJ's): u to the right, v **up**, both in ``[0, 1]``; texel
 ``(row r, column c)`` of an ``S x S`` texture is centred at ``u = (c + 0.5) / S``,
@@ -32,6 +33,7 @@ from .layout import UVLayout, UVOverlap, generate_uv_layout, model_uv_layout, uv
 from .outliers import reject_colour_outliers
 from .render import render_uv_texture
 from .shading import camera_normal_map, fit_texel_shading, texel_shading
+from .surroundings import even_head_outline, warp_surroundings
 from .synthetic import random_face_texture
 from .texel import TexelMap, UVMap, normal_map, position_map, texel_attributes, texel_map
 from .unwrap import UnwrapResult, unwrap
@@ -76,4 +78,6 @@ __all__ = [
     "fit_with_contour",
     "HeadFlow",
     "head_flow",
+    "warp_surroundings",
+    "even_head_outline",
 ]
