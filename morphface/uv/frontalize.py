@@ -833,13 +833,15 @@ def frontalize(
         verts=front.vertices(face).to(images),
         backend=backend,
     )
+    # 1 for a nearly frontal photo, 0 for a turned one: gates the head flow's mirroring and the outline's evening.
+    frontal = _photo_weight(fit, front, (8.0, 15.0)).flatten()
     with torch.no_grad():
         old_mask = _coverage(fit.to(images), face, backend)
         flow = forehead = None
         if head_model is not None:
             # Not for nearly frontal faces: edge-on points at the sides of the head would take their
             # mirror's colour in patches.
-            turned = _photo_weight(fit, front, (8.0, 15.0)).flatten().to(images.device) < 0.5
+            turned = frontal.to(images.device) < 0.5
             flow = head_flow(
                 fit.to(images), front.to(images), fill_holes(head_model), mirror=turned, backend=backend
             )
@@ -855,7 +857,7 @@ def frontalize(
             jaw, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[:17]])
     evenness = torch.zeros(B)
     if even_outline and foreground is not None:
-        evenness = 1 - _photo_weight(fit, front, (8.0, 15.0)).flatten().cpu()
+        evenness = 1 - frontal.cpu()
     # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
     # image's face alone, so an image's result does not depend on the others in its batch.
     parts = [
