@@ -48,6 +48,15 @@ class TrainingDivergedError(MorphfaceError, RuntimeError):
     """A training loss became NaN or infinite."""
 
 
+class SettingsMismatchError(MorphfaceError, ValueError):
+    """An output folder (a synth dataset, a preprocess cache) was made with other settings than the
+    ones asked for now; adding to it would mix two incompatible sets."""
+
+
+class TruncatedVideoWarning(UserWarning):
+    """A video decoded to fewer frames than its container's header announces (a truncated file)."""
+
+
 def check_finite(name: str, tensor) -> None:
     """Raise ``ValueError`` if ``tensor`` holds a NaN or an infinity."""
     import torch
