@@ -15,8 +15,12 @@ Reading (:func:`read_image`) goes through imageio's Pillow plugin and converts e
 * JPEG EXIF orientation is applied, so a phone portrait comes out upright;
 * of a multi-frame file (GIF, TIFF) the first frame is read.
 
-Any failure (missing file, truncated or corrupt data, a file that is not an image) raises
-:class:`morphface.errors.ImageReadError` naming the file and the reason.
+Any failure (missing file, truncated or corrupt data, a file that is not an image, an empty image, an
+image larger than the pixel limit) raises :class:`morphface.errors.ImageReadError` naming the file and
+the reason. The pixel limit is Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` (about 89 megapixels; set it to
+``None`` to lift it) and holds on every decode path, the 16-bit PNG decoder included: it is checked from
+the file's header before anything is decompressed, so a small file that claims a huge picture (a
+decompression bomb) costs nothing.
 
 Videos are read with imageio v3's FFMPEG plugin (the ffmpeg binary of ``imageio-ffmpeg``) and
 written with ``imageio_ffmpeg.write_frames``: H.264 (libx264, CRF quality) in ``yuv420p`` so that
@@ -51,6 +55,7 @@ __all__ = [
     "VideoWriter",
     "Video",
     "VideoInfo",
+    "max_image_pixels",
 ]
 
 _ALPHA_MODES = ("white", "black", "drop")
@@ -85,9 +90,39 @@ def read_image(path: str | Path, alpha: str = "white") -> Tensor:
         raise ImageReadError(f"cannot read image {str(path)!r}: {reason}")
     array = _png16(path)
     if array is None:
+        _check_pixel_limit(path, *_pillow_size(path))
         array = _read_with_imageio(path)
     rgb = _to_float_rgb(array, path, alpha)
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+
+
+def max_image_pixels() -> int | None:
+    """The pixel limit of every image decode: Pillow's ``PIL.Image.MAX_IMAGE_PIXELS`` (``None``: no limit)."""
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS
+
+
+def _check_pixel_limit(path: Path, width: int, height: int) -> None:
+    limit = max_image_pixels()
+    if limit is not None and width * height > limit:
+        raise ImageReadError(f"cannot read image {str(path)!r}: {width}x{height} = {width * height} pixels is more "
+                             f"than the limit of {limit} (PIL.Image.MAX_IMAGE_PIXELS; a decompression bomb?)")
+
+
+def _pillow_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the header only, or ``(0, 0)`` when Pillow cannot tell (the reader says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # between 1x and 2x the limit Pillow only warns: we refuse below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                return im.size
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"cannot read image {str(path)!r}: {e}") from None
+    except Exception:  # noqa: BLE001 - not a Pillow image; the imageio fallback reports the reason
+        return 0, 0
 
 
 def _read_with_imageio(path: Path) -> np.ndarray:
@@ -135,6 +170,9 @@ def _to_float_rgb(array: np.ndarray, path: Path, alpha: str) -> np.ndarray:
     if array.ndim != 3 or array.shape[-1] not in (1, 2, 3, 4):
         raise ImageReadError(f"cannot read image {str(path)!r}: expected (H, W[, 1|2|3|4]) pixel data, "
                              f"got an array of shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageReadError(f"cannot read image {str(path)!r}: it is empty ({array.shape[1]}x{array.shape[0]} "
+                             "pixels)")
     if array.dtype == np.bool_:
         x = array.astype(np.float32)
     elif array.dtype == np.uint8:
@@ -169,9 +207,14 @@ def _png16(path: Path) -> np.ndarray | None:
     channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour_type)
     if depth != 16 or channels is None:
         return None
+    if width == 0 or height == 0:
+        raise ImageReadError(f"cannot read image {str(path)!r}: it is empty ({width}x{height} pixels)")
+    _check_pixel_limit(path, width, height)
     if interlace:
         warnings.warn(f"{path}: interlaced 16-bit PNG, read at 8-bit precision by Pillow", stacklevel=3)
         return None
+    stride = width * channels * 2
+    expected = height * (stride + 1)
     data = path.read_bytes()
     chunks, pos = [], 8
     try:
@@ -187,13 +230,13 @@ def _png16(path: Path) -> np.ndarray | None:
             pos += 12 + length
         else:
             raise ValueError("no IEND chunk (the file is cut short)")
-        raw = zlib.decompress(b"".join(chunks))
+        # Never inflate more than the header's picture needs (+1 byte to notice extra data).
+        raw = zlib.decompressobj().decompress(b"".join(chunks), expected + 1)
     except (ValueError, zlib.error, struct.error) as e:
         raise ImageReadError(f"cannot read image {str(path)!r}: truncated or corrupt PNG ({e})") from e
-    stride = width * channels * 2
-    if len(raw) != height * (stride + 1):
+    if len(raw) != expected:
         raise ImageReadError(f"cannot read image {str(path)!r}: truncated or corrupt PNG (expected "
-                             f"{height * (stride + 1)} decompressed bytes, found {len(raw)})")
+                             f"{expected} decompressed bytes, found {len(raw)}{'+' if len(raw) > expected else ''})")
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride + 1)
     if int(rows[:, 0].max(initial=0)) > 4:
         raise ImageReadError(f"cannot read image {str(path)!r}: corrupt PNG (unknown filter type)")
@@ -376,13 +419,18 @@ def iter_video(path: str | Path, chunk: int = 32, max_frames: int | None = None)
     Raises:
         ImageReadError: missing file, not a video, or a decoding error; also when no frame at
             all can be decoded.
+
+    Warns:
+        TruncatedVideoWarning: the stream ended well short of the frame count its header
+            announces (a truncated file); the frames there are were yielded.
     """
     for block in _iter_uint8(path, chunk, max_frames):
         yield _frames_to_tensor(block)
 
 
 def _iter_uint8(path: str | Path, chunk: int, max_frames: int | None) -> Iterator[np.ndarray]:
-    """:func:`iter_video` on uint8 ``(n, H, W, 3)`` blocks (4x less memory than float)."""
+    """:func:`iter_video` on uint8 ``(n, H, W, 3)`` blocks (4x less memory than float); warns
+    (:func:`_check_frame_count`) when the whole stream was read and came out short."""
     import imageio.v3 as iio
 
     if chunk < 1:
@@ -411,10 +459,30 @@ def _iter_uint8(path: str | Path, chunk: int, max_frames: int | None) -> Iterato
     finally:
         if frames is not None:
             frames.close()  # stops the ffmpeg process also when the caller breaks out early
-    if buffer:
-        yield np.stack(buffer)
     if count == 0:
         raise ImageReadError(f"cannot read video {str(path)!r}: no frame could be decoded")
+    if max_frames is None or count < max_frames:  # the stream ended: did it end where its header says?
+        _check_frame_count(path, count)
+    if buffer:
+        yield np.stack(buffer)
+
+
+def _check_frame_count(path: Path, decoded: int) -> None:
+    """Warn (:class:`~morphface.errors.TruncatedVideoWarning`) when ``decoded`` frames are fewer than
+    the header's ``duration * fps`` by more than ``max(2, 2%)`` (a truncated download or copy: the
+    container still announces the whole clip, the data stops early). The margin allows for
+    rounding and for an audio track a little longer than the video (the header's duration is the
+    longest stream's)."""
+    from .errors import TruncatedVideoWarning
+
+    try:
+        expected = probe_video(path).num_frames
+    except ImageReadError:
+        return
+    if decoded < expected - max(2, round(0.02 * expected)):
+        warnings.warn(TruncatedVideoWarning(
+            f"video {str(path)!r}: decoded {decoded} frames but its header announces {expected} "
+            f"({expected - decoded} missing); the file is probably truncated", decoded, expected), stacklevel=3)
 
 
 def _frames_to_tensor(frames: np.ndarray) -> Tensor:
@@ -432,6 +500,9 @@ def read_video(path: str | Path, max_frames: int | None = None) -> Video:
 
     Raises:
         ImageReadError: as :func:`iter_video`.
+
+    Warns:
+        TruncatedVideoWarning: as :func:`iter_video`.
     """
     info = probe_video(path)
     blocks = list(_iter_uint8(path, chunk=256, max_frames=max_frames))

@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "or from the given checkpoint file/folder")
     p.add_argument("--output-dir", help="override output_dir of the config")
     p.add_argument("--steps", type=int, help="override steps of the config (total, not additional)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first so it can register a pipeline/dataset (repeatable; a config file "
+                        "never names modules itself)")
     p.set_defaults(func=run)
 
 
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
             changes["output_dir"] = args.output_dir
         if args.steps is not None:
             changes["steps"] = args.steps
+        if args.plugin:
+            changes["imports"] = list(args.plugin)
         if changes:
             cfg = cfg.replace(**changes)
     except (ConfigError, FileNotFoundError) as e:

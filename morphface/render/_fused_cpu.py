@@ -11,10 +11,12 @@ autograd functions compute exactly the same quantities in one pass over the pixe
   ``attrs`` and ``bary`` (backward).
 
 Internally they compute in float64 (accumulating gradients in float64 too) and return the
-inputs' dtype. They support first-order
-gradients (the PyTorch path also supports higher orders); set
-``morphface.render.rasterizer.FUSED_CPU = False`` to use the PyTorch path everywhere. The tests
-check both paths against each other and with ``gradcheck``.
+inputs' dtype. A backward asked to build a graph (``create_graph=True``, as double backward, an R1
+penalty on vertices or a Hessian-vector product does) recomputes the vector-Jacobian product through
+the PyTorch path (:func:`~morphface.render.rasterizer.bary_depth_torch`,
+:func:`~morphface.render.interpolate.interpolate_torch`), so derivatives of every order are exact; a
+plain backward stays compiled. ``morphface.render.rasterizer.FUSED_CPU = False`` uses the PyTorch path
+everywhere. The tests check both paths against each other, with ``gradcheck`` and ``gradgradcheck``.
 
 Backward passes accumulate into per-work-item buffers (summed afterwards), so no two threads ever
 add into the same memory.
@@ -223,6 +225,21 @@ def _n_items(rows: int) -> int:
     return max(1, min(numba.get_num_threads(), rows))
 
 
+def _graph_vjp(outputs: tuple, grads: tuple, inputs: tuple) -> tuple:
+    """``d(sum_i <outputs_i, grads_i>) / d inputs`` as a differentiable graph; ``None`` for an input that
+    needs no gradient. Called inside a backward that runs with ``create_graph=True``, on outputs the
+    PyTorch path computed from the tensors saved in ``ctx`` (the graph's own tensors)."""
+    pairs = [(o, g) for o, g in zip(outputs, grads) if g is not None and o.requires_grad]
+    wanted = [i for i, x in enumerate(inputs) if x.requires_grad]
+    result: list = [None] * len(inputs)
+    if pairs and wanted:
+        got = torch.autograd.grad([o for o, _ in pairs], [inputs[i] for i in wanted], [g for _, g in pairs],
+                                  create_graph=True, allow_unused=True)
+        for i, g in zip(wanted, got):
+            result[i] = torch.zeros_like(inputs[i]) if g is None else g
+    return tuple(result)
+
+
 class BaryDepth(torch.autograd.Function):
     """``(verts_ndc (B, V, 3), faces (F, 3), pix_to_face (B, H, W), perspective)`` ->
     ``(bary (B, H, W, 3), depth (B, H, W))``; same definition as the PyTorch path."""
@@ -239,9 +256,13 @@ class BaryDepth(torch.autograd.Function):
         return torch.from_numpy(bary), torch.from_numpy(depth)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_bary: Tensor, g_depth: Tensor):
         verts_ndc, faces, pix_to_face = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the gradient itself must be differentiable
+            from .rasterizer import bary_depth_torch
+
+            outputs = bary_depth_torch(verts_ndc, faces, pix_to_face, ctx.perspective)
+            return _graph_vjp(outputs, (g_bary, g_depth), (verts_ndc,)) + (None, None, None)
         B, H, W = pix_to_face.shape
         if g_bary is None:
             g_bary = torch.zeros(B, H, W, 3, dtype=verts_ndc.dtype)
@@ -267,10 +288,14 @@ class Interpolate(torch.autograd.Function):
         return torch.from_numpy(out)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, g_out: Tensor):
         attrs, faces, pix_to_face, bary = ctx.saved_tensors
         need_attrs, _, _, need_bary = ctx.needs_input_grad
+        if torch.is_grad_enabled():  # create_graph=True: the gradient itself must be differentiable
+            from .interpolate import interpolate_torch
+
+            ga, gb = _graph_vjp((interpolate_torch(attrs, faces, pix_to_face, bary),), (g_out,), (attrs, bary))
+            return (ga if need_attrs else None), None, None, (gb if need_bary else None)
         B, H, W = pix_to_face.shape
         n = _n_items(B * H)
         g_attrs = np.zeros((n if need_attrs else 0,) + tuple(attrs.shape), dtype=np.float64)

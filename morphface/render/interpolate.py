@@ -44,8 +44,16 @@ def interpolate(attrs: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
         from ._fused_cpu import Interpolate
 
         return Interpolate.apply(attrs.to(dtype).contiguous(), faces, pix_to_face, bary.to(dtype))
+    return interpolate_torch(attrs, faces, pix_to_face, bary)
 
-    idx = fragments.mask.reshape(-1).nonzero().squeeze(1)  # (P,) covered pixels
+
+def interpolate_torch(attrs: Tensor, faces: Tensor, pix_to_face: Tensor, bary: Tensor) -> Tensor:
+    """The PyTorch path of :func:`interpolate` on checked inputs (``attrs`` ``(B|1, N, C)``, int64 ``faces``):
+    any device, any order of derivatives. The fused CPU kernel's double backward runs through it."""
+    B, H, W = pix_to_face.shape
+    N, C = attrs.shape[1], attrs.shape[2]
+    dtype = torch.promote_types(attrs.dtype, bary.dtype)
+    idx = (pix_to_face >= 0).reshape(-1).nonzero().squeeze(1)  # (P,) covered pixels
     P = idx.numel()
     corner = faces.index_select(0, pix_to_face.reshape(-1).index_select(0, idx))  # (P, 3)
     if attrs.shape[0] != 1:

@@ -47,8 +47,10 @@ __all__ = ["rasterize", "face_validity", "fragments_from_ids", "check_faces", "F
 
 #: Use the fused numba kernels of :mod:`morphface.render._fused_cpu` for the differentiable stage
 #: (and for :func:`morphface.render.interpolate`) on float32/float64 CPU tensors. They compute the
-#: same values as the PyTorch code below in one pass instead of ~30, but give first-order
-#: gradients only; set to False for double backward or to run the PyTorch path everywhere.
+#: same values as the PyTorch code below in one pass instead of ~30. Their backward is compiled too;
+#: a backward that builds a graph (``create_graph=True``: double backward, R1 penalties on vertices,
+#: Hessian-vector products) runs through the PyTorch code instead, so every order of derivative is
+#: exact. Set to False to run the PyTorch path everywhere.
 FUSED_CPU = True
 
 
@@ -143,7 +145,14 @@ def fragments_from_ids(verts_ndc: Tensor, faces: Tensor, pix_to_face: Tensor, pe
         check_ids(pix_to_face, faces.shape[0])  # the compiled kernel does no bounds checks
 
         bary, depth = BaryDepth.apply(verts_ndc, faces, pix_to_face, bool(perspective))
-        return Fragments(pix_to_face=pix_to_face, bary=bary, depth=depth, mask=pix_to_face >= 0)
+    else:
+        bary, depth = bary_depth_torch(verts_ndc, faces, pix_to_face, perspective)
+    return Fragments(pix_to_face=pix_to_face, bary=bary, depth=depth, mask=pix_to_face >= 0)
+
+
+def bary_depth_torch(verts_ndc: Tensor, faces: Tensor, pix_to_face: Tensor, perspective: bool) -> tuple[Tensor, Tensor]:
+    """The PyTorch path of :func:`fragments_from_ids` (any device, any order of derivatives): ``bary``
+    ``(B, H, W, 3)`` and ``depth`` ``(B, H, W)``. The fused CPU kernel's double backward runs through it."""
     B, H, W = pix_to_face.shape
     V = verts_ndc.shape[1]
     dtype, device = verts_ndc.dtype, verts_ndc.device
@@ -182,7 +191,7 @@ def fragments_from_ids(verts_ndc: Tensor, faces: Tensor, pix_to_face: Tensor, pe
 
     bary = verts_ndc.new_zeros(B * H * W, 3).index_copy(0, idx, bary_c).view(B, H, W, 3)
     depth = verts_ndc.new_zeros(B * H * W).index_copy(0, idx, depth_c).view(B, H, W)
-    return Fragments(pix_to_face=pix_to_face, bary=bary, depth=depth, mask=mask)
+    return bary, depth
 
 
 def rasterize(

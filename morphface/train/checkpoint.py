@@ -5,7 +5,9 @@ One checkpoint of step ``N`` is three files in ``OUTPUT_DIR/checkpoints/``:
 ``step_0000000N.safetensors``
     the weights: ``model.<network>.<state_dict key>`` for every network and
     ``ema.generator.<key>`` for the EMA generator; its safetensors metadata holds the pipeline's
-    registry name, config and ``imports`` so this one file is enough for :func:`load_checkpoint`.
+    registry name and config so this one file is enough for :func:`load_checkpoint` (it also records the
+    plugin modules the run imported, ``imports``, for the error message only: a checkpoint never decides
+    which code runs).
 ``step_0000000N.state.safetensors``
     everything else needed to resume: optimiser and RNG tensors, with the rest of the optimiser,
     grad-scaler, sampler and RNG state as JSON in the metadata (:mod:`morphface.train.state`: no
@@ -30,6 +32,7 @@ import re
 import uuid
 import warnings
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -289,8 +292,13 @@ def load_network_state(net: torch.nn.Module, state: dict[str, Tensor], what: str
 
 
 def load_checkpoint(path: str | Path, *, ema: bool = False, map_location: str | torch.device = "cpu",
-                    strict: bool = True) -> Any:
+                    strict: bool = True, plugins: Sequence[str] = ()) -> Any:
     """Rebuild a trained pipeline from a checkpoint written by the trainer.
+
+    The pipeline is built by its registry name only. The checkpoint's ``imports`` metadata (the plugin
+    modules the training run imported) is never imported: a file must not decide which code runs. A
+    pipeline registered by a plugin is loaded by importing that plugin first, or by naming it in
+    ``plugins`` (the caller's explicit opt-in).
 
     Args:
         path: a weights file ``step_*.safetensors``, its ``.json`` record, or a run / checkpoints folder
@@ -298,17 +306,19 @@ def load_checkpoint(path: str | Path, *, ema: bool = False, map_location: str | 
         ema: load the EMA weights into ``"generator"`` (the usual choice for inference).
         map_location: device of the returned pipeline's networks.
         strict: require the checkpoint keys to match the networks exactly.
+        plugins: modules to import before building (they call ``register_pipeline``); chosen by the
+            caller, never read from the file.
 
     Returns:
         The pipeline built from the registry name and config stored in the checkpoint, with trained
         weights, on ``map_location``, in eval mode.
 
     Raises:
-        CheckpointError: no checkpoint, unreadable file, no EMA weights when ``ema``, or keys/shapes that
-            do not match the pipeline.
+        CheckpointError: no checkpoint, unreadable file, a pipeline name that is not registered, no EMA
+            weights when ``ema``, or keys/shapes that do not match the pipeline.
     """
     from .protocol import pipeline_networks
-    from .registry import build_pipeline, import_modules
+    from .registry import build_pipeline, import_modules, registered_pipelines
 
     weights_path = resolve_checkpoint(path)
     tensors, meta = read_weights(weights_path, map_location)
@@ -318,8 +328,15 @@ def load_checkpoint(path: str | Path, *, ema: bool = False, map_location: str | 
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{weights_path} has no readable pipeline config in its metadata: "
                               f"{exc}") from exc
-    import_modules(imports)
-    pipeline = build_pipeline(pipe_cfg["name"], pipe_cfg["config"])
+    import_modules(plugins)
+    pipe_name = pipe_cfg.get("name") if isinstance(pipe_cfg, dict) else None
+    if pipe_name not in registered_pipelines():
+        named = [str(m)[:80] for m in imports[:5]] if isinstance(imports, list) else []
+        hint = (f"; it was trained with plugin module(s) {named}: import them yourself, or pass them as "
+                "plugins=[...] if you trust them (the file's list is never imported)" if named else "")
+        raise CheckpointError(f"{weights_path} holds a pipeline {str(pipe_name)[:80]!r} that is not registered "
+                              f"(registered: {', '.join(registered_pipelines())}){hint}")
+    pipeline = build_pipeline(pipe_name, pipe_cfg.get("config"))
     nets = pipeline_networks(pipeline)
     model = split_prefix(tensors, "model")
     missing = sorted(set(nets) - set(model))

@@ -92,8 +92,10 @@ class TrainConfig:
         tensorboard: write TensorBoard event files under ``output_dir/tb`` (skipped with a warning when
             tensorboard is not installed).
         progress: show a tqdm progress bar on rank 0.
-        imports: modules imported before the pipeline and dataset are built, so that they can register
-            themselves (``register_pipeline`` / ``register_dataset`` at import time).
+        imports: plugin modules imported before the pipeline and dataset are built, so that they can
+            register themselves (``register_pipeline`` / ``register_dataset`` at import time). Set in Python
+            or with ``morphface train --plugin MODULE``; a YAML file that names modules is refused
+            (:func:`load_config`): files never decide which code runs.
     """
 
     output_dir: str
@@ -190,7 +192,8 @@ def load_config(path: str | Path) -> TrainConfig:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ConfigError: the file is not a YAML mapping, has an unknown or missing field, or a bad value.
+        ConfigError: the file is not a YAML mapping, has an unknown or missing field, a bad value, or
+            names modules to import (``imports``; see :class:`TrainConfig`).
     """
     import yaml
 
@@ -202,6 +205,10 @@ def load_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping of config fields; got {type(data).__name__}")
+    if data.get("imports"):
+        raise ConfigError(f"{path} names modules to import ({str(data['imports'])[:200]}); a config file never "
+                          "decides which code runs: pass plugins on the command line (morphface train CONFIG "
+                          "--plugin MODULE) or set TrainConfig.imports in Python")
     try:
         return TrainConfig.from_dict(data)
     except ConfigError as exc:

@@ -7,8 +7,10 @@ It may be given as a callable or as a lazy ``"package.module:attribute[.attribut
 imported only when the name is built. The lazy form is how lower layers are listed: pipelines and
 datasets must not import ``morphface.train`` (layer order), so their built-in names live in the
 ``_BUILTIN_*`` tables below, and third-party code either calls :func:`register_pipeline` /
-:func:`register_dataset` in a module named in the config's ``imports`` list, or registers a lazy
-string at start-up.
+:func:`register_dataset` in a plugin module the user names explicitly (``morphface train --plugin
+MODULE``, ``TrainConfig.imports`` in Python, ``load_checkpoint(..., plugins=[...])``), or registers a lazy
+string at start-up. Names read from files (configs, checkpoints) are only looked up in these tables: a file
+never names a module to import.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def _build(table: dict, kind: str, name: str, config: dict[str, Any] | None) -> 
     if name not in table:
         known = ", ".join(sorted(table)) or "none"
         raise UnknownNameError(f"unknown {kind} {name!r}; registered: {known} (register it with "
-                               f"register_{kind}() in a module listed under 'imports' in the config)")
+                               f"register_{kind}() in a plugin module passed with --plugin)")
     return _resolve(table[name])(dict(config or {}))
 
 
@@ -133,5 +135,5 @@ def import_modules(modules: Iterable[str]) -> None:
         try:
             importlib.import_module(name)
         except ImportError as exc:
-            raise ImportError(f"cannot import {name!r} listed under 'imports' in the train config: "
+            raise ImportError(f"cannot import {name!r} named as a plugin: "
                               f"{exc}") from exc

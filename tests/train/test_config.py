@@ -7,7 +7,7 @@ from .helpers import toy_config
 
 def test_yaml_round_trip(tmp_path, write_yaml):
     raw = toy_config(tmp_path / "run", betas=[0.0, 0.99], grad_clip=1.5, ema_decay=0.999,
-                     network_lr={"discriminator": 4e-4}, imports=["math"])
+                     network_lr={"discriminator": 4e-4})
     cfg = load_config(write_yaml(raw))
     assert cfg.betas == (0.0, 0.99) and isinstance(cfg.betas, tuple)
     assert cfg.pipeline == ComponentConfig("toy_gan", {"channels": 8, "disc_channels": 8})
