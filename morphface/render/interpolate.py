@@ -35,7 +35,7 @@ def interpolate(attrs: Tensor, faces: Tensor, fragments: Fragments) -> Tensor:
     B, H, W = pix_to_face.shape
     if attrs.shape[0] not in (1, B):
         raise ValueError(f"attrs batch must be 1 or {B} (the fragments' batch); got {tuple(attrs.shape)}")
-    N, C = attrs.shape[1], attrs.shape[2]
+    N = attrs.shape[1]
     faces = check_faces(faces, N).to(pix_to_face.device)
     check_ids(pix_to_face, faces.shape[0])
     dtype = torch.promote_types(attrs.dtype, bary.dtype)

@@ -31,8 +31,8 @@ import os
 import re
 import uuid
 import warnings
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -34,7 +34,8 @@ def _png(path: Path, width: int, height: int, depth: int, colour_type: int, idat
 
 
 def _toy_config(output_dir: Path, **overrides) -> dict:
-    cfg = {"output_dir": str(output_dir), "pipeline": {"name": "toy_gan", "config": {"channels": 4, "disc_channels": 4}},
+    cfg = {"output_dir": str(output_dir),
+           "pipeline": {"name": "toy_gan", "config": {"channels": 4, "disc_channels": 4}},
            "data": {"name": "toy_shapes", "config": {"size": 8, "image_size": 8}}, "steps": 2, "batch_size": 2,
            "num_workers": 0, "checkpoint_every": 2, "log_every": 1, "image_every": 0, "tensorboard": False,
            "progress": False}
