@@ -31,7 +31,9 @@ repeating the last row or column (a file of ``W x H`` frames becomes ``W' x H'``
 
 from __future__ import annotations
 
+import os
 import struct
+import uuid
 import warnings
 import zlib
 from collections.abc import Iterator
@@ -45,6 +47,7 @@ from torch import Tensor
 from .errors import ImageReadError
 
 __all__ = [
+    "atomic_write",
     "read_image",
     "write_image",
     "image_to_uint8",
@@ -60,6 +63,31 @@ __all__ = [
 
 _ALPHA_MODES = ("white", "black", "drop")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | Path, write) -> int:
+    """Write ``path`` atomically: ``write(tmp_path)`` fills a temp file in the same folder, which is
+    fsync-ed and renamed over ``path``. Returns the file size in bytes."""
+    path = Path(path)
+    # Not mkstemp: its 0600 mode would stick to the final file; this name is unique per process and call.
+    tmp = str(path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        size = os.path.getsize(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return size
+
 
 
 # ---------------------------------------------------------------------------------------------

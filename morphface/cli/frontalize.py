@@ -1,13 +1,17 @@
 """``morphface frontalize PATH -o OUT``: frontalise the face in an image or in every image of a folder.
 
 For each image, writes ``OUT/<name>_frontal.png``: the input, the completed UV texture and the
-frontalised image side by side. A file that cannot be read, has no face or cannot be fitted is
-reported on stderr and skipped; the exit code is 1 if any file failed, else 0.
+frontalised image side by side. ``<name>`` is the input's stem made safe (``morphface.cli._batch``);
+inputs sharing a stem (``a.jpg``, ``a.png``) keep their extension (``a_jpg``, ``a_png``). A file that
+cannot be read, has no face or cannot be fitted is reported on stderr and skipped; the exit code is
+1 if any file failed, else 0.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from ._args import non_negative_int, positive_int
 
 #: Suffixes treated as images when PATH is a folder (other files are listed as skipped).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
@@ -29,10 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "mediapipe", "dlib", "fan"],
         help="landmark detector (auto: FAN if its weights are present, else MediaPipe, else dlib)",
     )
-    p.add_argument("--height", type=int, default=512, help="height of each panel in pixels (default 512)")
+    p.add_argument("--height", type=positive_int, default=512, help="height of each panel in pixels (default 512)")
     p.add_argument(
         "--texture-size",
-        type=int,
+        type=positive_int,
         default=None,
         help="UV texture resolution (default: the face's size in the image, rounded up to a power of two)",
     )
@@ -45,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--photometric-steps",
-        type=int,
+        type=non_negative_int,
         default=0,
         help="refine the landmark fit photometrically for this many steps (slow; default 0)",
     )
@@ -72,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import MorphfaceError
     from ..io import read_image, write_image
     from ..uv.frontalize import frontalize, make_frontalize_detector
+    from ._batch import FailureLog, inside, output_names
 
     src, out = Path(args.path), Path(args.output)
     if src.is_dir():
@@ -101,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
     out.mkdir(parents=True, exist_ok=True)
-    failed = []
+    names = output_names(files)
+    log = FailureLog(write=lambda line: tqdm.write(line, file=sys.stderr))
     for path in tqdm(files, desc="frontalize", unit="image", file=sys.stderr):
         try:
             image = read_image(path)
@@ -115,16 +121,8 @@ def run(args: argparse.Namespace) -> int:
                 segmenter=None if args.no_person_mask else "auto",
                 relight=not args.no_relight,
             )
-            write_image(
-                out / f"{path.stem}_frontal.png",
-                result.side_by_side(image, height=args.height),
-            )
-        except MorphfaceError as e:  # unreadable file, no face, failed fit: report and go on
-            failed.append(path)
-            tqdm.write(f"failed {path}: {type(e).__name__}: {e}", file=sys.stderr)
-    done = len(files) - len(failed)
-    print(
-        f"frontalised {done} of {len(files)} image(s) into {out}"
-        + (f"; {len(failed)} failed" if failed else "")
-    )
-    return 1 if failed else 0
+            write_image(inside(out, out / f"{names[path]}_frontal.png"), result.side_by_side(image, height=args.height))
+        except Exception as e:  # noqa: BLE001 - unreadable file, no face, failed fit: report and go on
+            log.add(path, e)
+    print(log.summary("frontalised", len(files), out))
+    return log.exit_code

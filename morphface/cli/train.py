@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a pipeline from a YAML config (torchrun for several GPUs)",
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="continue from the newest checkpoint in output_dir (a new run if there is none), "
                         "or from the given checkpoint file/folder")
     p.add_argument("--output-dir", help="override output_dir of the config")
-    p.add_argument("--steps", type=int, help="override steps of the config (total, not additional)")
+    p.add_argument("--steps", type=positive_int, help="override steps of the config (total, not additional)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first so it can register a pipeline/dataset (repeatable; a config file "
                         "never names modules itself)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..errors import MorphfaceError
-    from ..train import ConfigError, Trainer, load_config
+    from ..train import ConfigError, Trainer, latest_checkpoint, load_config
     from ..train.registry import UnknownNameError
 
     rank = os.environ.get("RANK")
@@ -57,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
         # User errors (existing run, unknown name, bad checkpoint, divergence): a message, no traceback.
         print(f"{tag}: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        last = latest_checkpoint(cfg.output_dir)
+        where = (f"the last checkpoint is {last.weights} (step {last.step}); continue with --resume" if last
+                 else f"no checkpoint was written yet in {cfg.output_dir}")
+        print(f"\n{tag}: interrupted; {where}", file=sys.stderr)
+        return 130
     if summary.checkpoint is not None:
         print(f"done: {summary.step} steps; last checkpoint {summary.checkpoint}")
     return 0

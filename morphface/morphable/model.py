@@ -359,8 +359,11 @@ class MorphableModel(nn.Module):
 
     # ------------------------------------------------------------------ native format
     def save(self, path: str | Path) -> None:
-        """Write the native format: one ``.safetensors`` file (tensors + JSON metadata)."""
+        """Write the native format: one ``.safetensors`` file (tensors + JSON metadata), atomically (a
+        temporary file renamed over ``path``: a failed or interrupted write leaves ``path`` as it was)."""
         from safetensors.torch import save_file
+
+        from ..io import atomic_write
 
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.named_buffers()}
         meta = {
@@ -368,11 +371,16 @@ class MorphableModel(nn.Module):
             "exp_kind": self.exp_kind, "exp_names": json.dumps(self.exp_names),
             "vertex_sets": json.dumps(self._set_names), "units": "mm",
         }
-        save_file(tensors, str(path), metadata=meta)
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: str | Path) -> MorphableModel:
-        """Read a file written by :meth:`save`."""
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            ModelFormatError: missing or unreadable file, another format, missing tensors, or a NaN/inf
+                value in any floating-point tensor (checked here, as the ``.mat``/``.h5`` loaders do).
+        """
         from safetensors import safe_open
 
         path = Path(path)
@@ -390,6 +398,10 @@ class MorphableModel(nn.Module):
         missing = [k for k in required if k not in tensors]
         if missing:
             raise ModelFormatError(f"{path}: missing tensors {missing}")
+        for key, t in tensors.items():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise ModelFormatError(f"{path}: tensor {key!r} contains NaN or inf ({bad} of {t.numel()} values)")
 
         def opt(k):
             t = tensors.get(k)

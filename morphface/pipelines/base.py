@@ -36,7 +36,7 @@ from ..errors import TrainingDivergedError
 from ..fitting import CropTransform, FitResult
 from ..morphable import MorphableModel
 from .params import ParamLayout, crop_fit, motion_windows, rescale_fit, transfer_motion
-from .perceptual import PERCEPTUAL_MODES, build_perceptual_loss
+from .perceptual import PERCEPTUAL_MODES, build_perceptual_loss, perceptual_mode
 
 __all__ = ["ReenactorConfig", "Reenactor", "Prepared", "StepResult", "to_signed", "to_unit",
            "load_pipeline_model"]
@@ -98,6 +98,9 @@ class ReenactorConfig:
     vgg_weights: str | None = None
     detector: str = "auto"
     render_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        self.perceptual = perceptual_mode(self.perceptual)  # YAML's unquoted off/on are booleans
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""

@@ -24,6 +24,15 @@ __all__ = ["PERCEPTUAL_MODES", "build_perceptual_loss"]
 PERCEPTUAL_MODES = ("auto", "on", "off", "random")
 
 
+def perceptual_mode(value: str | bool) -> str:
+    """``value`` as one of :data:`PERCEPTUAL_MODES`: YAML 1.1 reads an unquoted ``on``/``off``/``yes``/``no``
+    as a boolean, so ``True`` means ``"on"`` and ``False`` ``"off"``; other values are returned unchanged
+    (and refused by the validation)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
 def build_perceptual_loss(mode: str, vgg_weights: str | None, owner: str) -> VGGPerceptualLoss | None:
     """The perceptual loss module for ``mode`` (module docstring), or ``None`` when it is off.
 
@@ -36,6 +45,7 @@ def build_perceptual_loss(mode: str, vgg_weights: str | None, owner: str) -> VGG
         ValueError: unknown mode, or ``vgg_weights`` given with ``mode="random"``/``"off"``.
         WeightsNotFoundError: ``mode="on"`` and no weights file.
     """
+    mode = perceptual_mode(mode)
     if mode not in PERCEPTUAL_MODES:
         raise ValueError(f"perceptual must be one of {PERCEPTUAL_MODES}; got {mode!r}")
     if mode in ("off", "random") and vgg_weights is not None:

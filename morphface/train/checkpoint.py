@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..io import atomic_write
 
 __all__ = [
     "CheckpointInfo",
@@ -87,25 +87,6 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write(path: str | Path, write) -> int:
-    """Write ``path`` atomically: ``write(tmp_path)`` fills a temp file in the same folder, which is
-    fsync-ed and renamed over ``path``. Returns the file size in bytes."""
-    path = Path(path)
-    # Not mkstemp: its 0600 mode would stick to the final file; this name is unique per process and call.
-    tmp = str(path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        size = os.path.getsize(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return size
 
 
 def _save_safetensors(path: Path, tensors: dict[str, Tensor], metadata: dict[str, str]) -> int:

@@ -198,11 +198,19 @@ def load_config(path: str | Path) -> TrainConfig:
     import yaml
 
     path = Path(path)
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; expected a YAML config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a YAML config: it is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML: {problem}{where}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a YAML mapping of config fields; got {type(data).__name__}")
     if data.get("imports"):
