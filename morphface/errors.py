@@ -54,7 +54,14 @@ class SettingsMismatchError(MorphfaceError, ValueError):
 
 
 class TruncatedVideoWarning(UserWarning):
-    """A video decoded to fewer frames than its container's header announces (a truncated file)."""
+    """A video decoded to fewer frames than its container's header announces (a truncated file).
+
+    ``decoded`` and ``expected`` hold the two frame counts.
+    """
+
+    def __init__(self, message: str, decoded: int = 0, expected: int = 0):
+        super().__init__(message)
+        self.decoded, self.expected = int(decoded), int(expected)
 
 
 def check_finite(name: str, tensor) -> None:

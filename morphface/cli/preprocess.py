@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                                   crop_scale=args.crop_scale, fps=args.fps, audio=not args.no_audio,
                                   model=args.model)
         summary = preprocess_tree(src, args.output, config, workers=args.workers, progress=not args.quiet)
-    except ValueError as e:
+    except (ValueError, NotADirectoryError) as e:  # bad options, a cache with other settings, -o a file
         print(f"morphface preprocess: error: {e}", file=sys.stderr)
         return 2
     print(f"preprocessed {len(summary.written)} clip(s), {len(summary.skipped)} already done, "

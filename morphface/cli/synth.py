@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.synth import SynthConfig, synthesize_dataset
+    from ..errors import SettingsMismatchError
 
     try:
         config = SynthConfig(identities=args.identities, clips_per_identity=args.clips_per_identity,
@@ -43,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"morphface synth: error: {e}", file=sys.stderr)
         return 2
-    folders = synthesize_dataset(args.output, config, progress=not args.quiet)
+    try:
+        folders = synthesize_dataset(args.output, config, progress=not args.quiet)
+    except (SettingsMismatchError, OSError) as e:  # another set in the folder, -o an existing file, ...
+        print(f"morphface synth: error: {e}", file=sys.stderr)
+        return 2
     print(f"{len(folders)} synthetic clip(s) in {args.output}")
     if args.fit_check:
         from ..data.fit_check import fit_accuracy_on_synth

@@ -10,6 +10,10 @@ Layout: ``<root>/<identity>/<video>/<clip>/`` holding
 * ``meta.json``: ``{"fps", "num_frames", "size", "crop_box", "source", "model", "audio",
   "version"}`` (plus ``"ground_truth": true`` for synthetic clips).
 
+The root also holds ``cache_settings.json``: which command wrote the cache and with which
+settings (:func:`check_cache_settings`), so that a later run with other settings (another crop
+size, say) is refused instead of mixing two incompatible sets of clips.
+
 **A clip folder is complete iff ``meta.json`` exists**; it is written last, atomically (a temporary
 file renamed with ``os.replace``), so a writer killed at any moment leaves either a complete clip
 or a folder without ``meta.json``, which :func:`prepare_clip_folder` deletes before redoing it.
@@ -21,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +34,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ImageReadError
+from ..errors import ImageReadError, SettingsMismatchError
 
 __all__ = [
     "CACHE_VERSION",
     "META_NAME",
+    "SETTINGS_NAME",
+    "check_cache_settings",
     "PARAMS_NAME",
     "FRAMES_VIDEO",
     "FRAMES_DIR",
@@ -57,6 +64,7 @@ PARAMS_NAME = "params.safetensors"
 FRAMES_VIDEO = "frames.mp4"
 FRAMES_DIR = "frames"
 AUDIO_NAME = "audio.safetensors"
+SETTINGS_NAME = "cache_settings.json"
 _REQUIRED_META = ("fps", "num_frames", "size", "crop_box", "source", "model", "audio", "version")
 
 
@@ -126,6 +134,82 @@ def read_meta(folder: str | Path) -> dict:
     if int(meta["version"]) != CACHE_VERSION:
         raise ValueError(f"{path}: cache version {meta['version']}, this morphface reads version {CACHE_VERSION}")
     return meta
+
+
+def _write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _settings_text(settings: dict, keys: list[str]) -> str:
+    return ", ".join(f"{k}={settings.get(k, '(not set)')!r}" for k in keys)
+
+
+def check_cache_settings(root: str | Path, writer: str, settings: dict[str, Any],
+                         from_meta: Callable[[dict], dict] | None = None) -> Path:
+    """Record the settings a cache root is written with, or refuse a run with other settings.
+
+    The first run writes ``root/cache_settings.json`` (``{"writer", "settings"}``); a later run
+    with the same writer and settings passes (it resumes), anything else raises. A cache written
+    before this file existed is checked against the ``meta.json`` of one of its complete clips
+    through ``from_meta(meta) -> {setting: value}`` (the settings a clip's metadata reveals), and
+    the file is then written.
+
+    Args:
+        root: the cache root (must exist).
+        writer: the command writing it (``"synth"``, ``"preprocess"``).
+        settings: JSON-serialisable settings that all clips of the cache must share.
+        from_meta: see above.
+
+    Returns:
+        The settings file.
+
+    Raises:
+        SettingsMismatchError: the root was written by another command or with other settings.
+    """
+    root = Path(root)
+    path = root / SETTINGS_NAME
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as they come back from the file
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            old_writer, old = stored["writer"], dict(stored["settings"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SettingsMismatchError(f"{path}: unreadable cache settings ({type(e).__name__}: {e}); expected "
+                                        f'{{"writer": ..., "settings": {{...}}}}') from e
+        keys = set(old) | set(settings)
+        where = f"{root} was written by `{old_writer}` with"
+    else:
+        old_writer, old = writer, {}
+        first = next(iter(sorted(root.glob(f"*/*/*/{META_NAME}"))), None)
+        if first is not None and from_meta is not None:
+            try:
+                old = from_meta(json.loads(first.read_text()))
+            except (OSError, ValueError, KeyError, TypeError):
+                old = {}
+        keys = set(old)  # only what the clips' metadata reveals
+        where = f"{root} holds clips written with"
+    if old_writer != writer:
+        raise SettingsMismatchError(f"{root} was written by `{old_writer}`, not `{writer}`; write into another "
+                                    f"folder")
+    missing = object()
+    differ = sorted(k for k in keys if old.get(k, missing) != settings.get(k, missing))
+    if differ:
+        raise SettingsMismatchError(
+            f"{where} {_settings_text(old, differ)}; this run asks for {_settings_text(settings, differ)}: "
+            f"use another output folder (or the same settings to resume)")
+    if not path.is_file():
+        _write_json_atomic(path, {"writer": writer, "settings": settings})
+    return path
 
 
 def is_complete(folder: str | Path) -> bool:

@@ -24,7 +24,14 @@ Per clip:
 6. ``meta.json`` last (atomically): the clip is complete.
 
 **Resumable**: complete clips are skipped; a folder without ``meta.json`` (a run killed while
-writing it) is deleted and redone. **Errors**: a clip that fails (unreadable file, no face, a fit
+writing it) is deleted and redone. The settings that shape a clip (``size``, ``crop_scale``,
+``crop_shift``, ``crop_mode``, ``smoothness``, ``fps``, ``model``, ``frames_format``) are stored in
+the cache's ``cache_settings.json``; a run with other settings into the same cache raises
+:class:`~morphface.errors.SettingsMismatchError` (the detector, audio, ``crf`` and ``chunk`` may
+change between runs). **Truncated videos**: when a video decodes to fewer frames than its header
+announces (:class:`~morphface.errors.TruncatedVideoWarning`) the clip is cached with the frames
+there are, a warning goes to stderr and the error log, and its ``meta.json`` records
+``"truncated": true`` and ``"expected_frames"``. **Errors**: a clip that fails (unreadable file, no face, a fit
 that diverges, ...) is logged to ``CACHE/preprocess_errors.log`` and stderr, its partial folder is
 removed, and the run goes on; it is retried by the next run. **Parallel**: clips are spread over a
 ``spawn`` process pool (``workers > 1``), each worker with its own model and detector and one
@@ -38,6 +45,7 @@ import multiprocessing
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +54,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..errors import AudioReadError, ImageReadError, NoFaceError
+from ..errors import AudioReadError, ImageReadError, NoFaceError, TruncatedVideoWarning
 from .cache import (
     CACHE_VERSION,
     PARAMS_NAME,
+    check_cache_settings,
     is_complete,
     load_cache_model,
     prepare_clip_folder,
@@ -109,6 +118,18 @@ class PreprocessConfig:
         if not (self.crop_scale > 0 and self.fps > 0 and self.chunk >= 1):
             raise ValueError(f"crop_scale, fps and chunk must be positive; got {self.crop_scale}, {self.fps}, "
                              f"{self.chunk}")
+
+
+    def cache_settings(self) -> dict:
+        """The settings all clips of one cache share (module doc)."""
+        return {"size": self.size, "crop_scale": float(self.crop_scale), "crop_shift": float(self.crop_shift),
+                "crop_mode": self.crop_mode, "smoothness": float(self.smoothness), "fps": float(self.fps),
+                "model": str(self.model), "frames_format": self.frames_format}
+
+
+def _settings_from_meta(meta: dict) -> dict:
+    """The settings a clip's ``meta.json`` reveals (caches written before ``cache_settings.json``)."""
+    return {"size": meta["size"], "model": meta["model"]}
 
 
 class ClipSource(NamedTuple):
@@ -230,9 +251,20 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
     path = source.path
     try:
         fps, has_audio = _fps(path, config)
-        lms, found, (H, W) = detect_video_landmarks(_iter_frames(path, config.chunk), detector, config.chunk,
-                                                    progress=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", TruncatedVideoWarning)
+            lms, found, (H, W) = detect_video_landmarks(_iter_frames(path, config.chunk), detector, config.chunk,
+                                                        progress=False)
+        truncated = None
+        for w in caught:  # a truncated video becomes a warning of the run; other warnings pass on
+            if issubclass(w.category, TruncatedVideoWarning):
+                truncated = w.message
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
         T = lms.shape[0]
+        if truncated is not None:
+            warn(f"{path}: truncated video: cached the {T} frames that decode, of the {truncated.expected} "
+                 f"its header announces")
         if not bool(found.any()):
             raise NoFaceError(f"{path}: no face found in any of its {T} frames")
         boxes = crop_box_from_landmarks(lms, scale=config.crop_scale, shift=config.crop_shift)
@@ -260,7 +292,8 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
             "fps": float(fps), "num_frames": int(T), "size": S, "crop_box": [float(v) for v in box.tolist()],
             "source": str(path), "model": config.model, "audio": audio, "version": CACHE_VERSION,
             "original_size": [int(H), int(W)], "detected_frames": int(found.sum()),
-            "landmark_rmse": float(fit.residuals.mean()),
+            "landmark_rmse": float(fit.residuals.mean()), "truncated": truncated is not None,
+            **({"expected_frames": truncated.expected} if truncated is not None else {}),
         })
     except Exception:
         if dest.exists() and not is_complete(dest):
@@ -271,6 +304,12 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
 
 def _write_frames(path: Path, dest: Path, transform, fps: float, config: PreprocessConfig) -> int:
     """Crop every frame into the clip folder; returns the number of frames written."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedVideoWarning)  # reported by the detection pass already
+        return _crop_frames(path, dest, transform, fps, config)
+
+
+def _crop_frames(path: Path, dest: Path, transform, fps: float, config: PreprocessConfig) -> int:
     from ..io import VideoWriter, write_image
     from .cache import FRAMES_DIR, FRAMES_VIDEO
 
@@ -342,6 +381,11 @@ def preprocess_tree(video_root: str | Path, cache: str | Path, config: Preproces
     Returns:
         A :class:`PreprocessSummary`. Failures and warnings are also appended to
         ``cache/preprocess_errors.log`` and printed to stderr.
+
+    Raises:
+        SettingsMismatchError: ``cache`` was written with other settings (module doc).
+        NotADirectoryError: ``cache`` is an existing file.
+        FileNotFoundError: ``video_root`` is not a folder.
     """
     from tqdm.auto import tqdm
 
@@ -349,8 +393,12 @@ def preprocess_tree(video_root: str | Path, cache: str | Path, config: Preproces
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1; got {workers!r}")
     cache = Path(cache)
-    cache.mkdir(parents=True, exist_ok=True)
+    if cache.exists() and not cache.is_dir():
+        raise NotADirectoryError(f"cache {cache} is an existing file; expected a folder (new, or a cache an "
+                                 f"earlier preprocess run wrote)")
     sources = discover_clips(video_root)
+    cache.mkdir(parents=True, exist_ok=True)
+    check_cache_settings(cache, "preprocess", config.cache_settings(), from_meta=_settings_from_meta)
     skipped = [s.destination(cache) for s in sources if is_complete(s.destination(cache))]
     todo = [s for s in sources if not is_complete(s.destination(cache))]
     written: list[Path] = []

@@ -32,7 +32,11 @@ synthetic data.
 **Determinism.** Identity ``i`` draws from a generator seeded by ``(seed, "identity", i)`` and
 clip ``j`` of it from ``(seed, "clip", i, j)``, so a clip does not depend on how many identities or
 clips are generated, and an interrupted run resumes (complete clips, with ``meta.json``, are
-skipped; half-written ones are redone).
+skipped; half-written ones are redone). The settings are stored in the root's
+``cache_settings.json`` (every option but the counts ``identities`` and ``clips_per_identity``):
+a run into a folder made with other settings (another ``size``, ``seed``, ...) raises
+:class:`~morphface.errors.SettingsMismatchError` instead of mixing two sets; more identities or
+clips with the same settings extend the set.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from .backgrounds import random_background
 from .cache import (
     CACHE_VERSION,
     PARAMS_NAME,
+    check_cache_settings,
     is_complete,
     prepare_clip_folder,
     save_audio_features,
@@ -292,6 +297,12 @@ def synthesize_clip(render_model: MorphableModel, fit_model: MorphableModel, ide
     return SynthClip(frames=frames_t, fit=fit, face_mask=torch.cat(masks), audio=audio)
 
 
+def _settings(config: SynthConfig) -> dict:
+    """The options every clip of one dataset shares (all but the counts), JSON-ready."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
+            if k not in ("identities", "clips_per_identity")}
+
+
 def synthesize_dataset(output: str | Path, config: SynthConfig | None = None, progress: bool = True,
                        on_clip: Callable[[Path], None] | None = None) -> list[Path]:
     """Write ``config.identities x config.clips_per_identity`` synthetic clips under ``output``.
@@ -306,12 +317,21 @@ def synthesize_dataset(output: str | Path, config: SynthConfig | None = None, pr
 
     Returns:
         The clip folders, in generation order.
+
+    Raises:
+        SettingsMismatchError: ``output`` holds a set made with other settings (module doc).
+        NotADirectoryError: ``output`` is an existing file.
     """
     from tqdm.auto import tqdm
 
     config = config or SynthConfig()
     output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"output {output} is an existing file; expected a folder (new, or one an "
+                                 f"earlier synth run wrote)")
     output.mkdir(parents=True, exist_ok=True)
+    synth_options = _settings(config)
+    check_cache_settings(output, "synth", synth_options, from_meta=lambda meta: meta["synth"])
     full, narrow = load_default_model("full"), load_default_model("narrow")
     jobs = [(i, j) for i in range(config.identities) for j in range(config.clips_per_identity)]
     folders = []
@@ -330,8 +350,6 @@ def synthesize_dataset(output: str | Path, config: SynthConfig | None = None, pr
         clip.fit.save(folder / PARAMS_NAME)
         if clip.audio is not None:
             save_audio_features(folder, clip.audio)
-        synth_options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()
-                         if k not in ("identities", "clips_per_identity")}
         write_meta(folder, {
             "fps": float(config.fps), "num_frames": config.frames, "size": config.size, "crop_box": None,
             "source": "synthetic", "model": "default", "audio": clip.audio is not None,
