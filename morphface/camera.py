@@ -34,6 +34,14 @@ negative.
 Perspective: ``u = cx + f * x_cam / depth``, ``v = cy - f * y_cam / depth``.
 Weak perspective: ``u = tx + s * x_rot``, ``v = ty - s * y_rot``, ``depth = -z_rot`` with
 ``X_rot = R @ X``.
+
+**Checks.** Cameras raise ``ValueError`` for an image size that is not two positive integers, a
+focal length (perspective) that is not finite and positive, or a scale (weak perspective) that is
+not finite; the values are checked for CPU tensors and Python numbers (on a GPU the check would
+stall the device; shapes are checked everywhere). Their tensors' batch sizes must agree (each
+``B`` or 1). :meth:`Camera.project` and the other methods taking vertices raise ``ValueError``
+naming the shapes, dtypes or devices expected when the vertices' batch is neither the camera's nor
+1, or their dtype/device differs from the camera's (under autocast, mixed dtypes are allowed).
 """
 
 from __future__ import annotations
@@ -142,6 +150,46 @@ def ndc_to_pixels(ndc: Tensor, image_size: tuple[int, int]) -> Tensor:
     return (ndc[..., :2] + 1.0) * scale
 
 
+def _check_image_size(image_size) -> tuple[int, int]:
+    """``(H, W)`` as two positive ints, or ``ValueError``."""
+    try:
+        H, W = image_size
+        ok = all(not isinstance(v, bool) and float(v) == int(v) and int(v) > 0 for v in (H, W))
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ValueError(f"image_size must be (H, W), two positive integers in pixels; got {image_size!r}")
+    return int(H), int(W)
+
+
+def _check_values(name: str, x: Tensor, positive: bool) -> None:
+    """``x`` finite (and > 0 when ``positive``): checked on the CPU only (no device sync)."""
+    if x.device.type != "cpu":
+        return
+    v = x.detach()
+    bad = ~torch.isfinite(v)
+    if positive:
+        bad |= v <= 0
+    if bool(bad.any()):
+        want = "finite and > 0" if positive else "finite"
+        raise ValueError(f"{name} must be {want}; got {v.flatten()[:8].tolist()}"
+                         + (f" ({int(bad.sum())} bad of {v.numel()})" if v.numel() > 8 else ""))
+
+
+def _check_batches(kind: str, **tensors: Tensor) -> None:
+    sizes = {name: t.shape[0] for name, t in tensors.items()}
+    if len({b for b in sizes.values() if b != 1}) > 1:
+        raise ValueError(f"{kind}: the tensors' batch sizes must be equal or 1; got "
+                         + ", ".join(f"{n} {tuple(t.shape)}" for n, t in tensors.items()))
+
+
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4
+        return torch.is_autocast_enabled() if device_type == "cuda" else torch.is_autocast_cpu_enabled()
+
+
 def _batch(x: Tensor | float, dims: int, like: Tensor | None = None) -> Tensor:
     """Make ``x`` a tensor with a leading batch axis and ``dims`` trailing dims."""
     t = torch.as_tensor(x, dtype=like.dtype if like is not None else None,
@@ -209,10 +257,22 @@ class Camera(ABC):
         """Unit directions ``(B, V, 3)`` (world frame) from each point toward the camera."""
 
 
-def _check_verts(verts: Tensor) -> None:
+def _check_verts(verts: Tensor, camera: Camera | None = None) -> None:
     if not isinstance(verts, Tensor) or verts.dim() != 3 or verts.shape[-1] != 3:
         shape = tuple(verts.shape) if isinstance(verts, Tensor) else type(verts).__name__
         raise ValueError(f"verts must have shape (B, V, 3); got {shape}")
+    if camera is None:
+        return
+    R, B, Bc = camera.R, verts.shape[0], camera.batch_size
+    kind = type(camera).__name__
+    if B != Bc and B != 1 and Bc != 1:
+        raise ValueError(f"verts batch does not match the camera's: expected (B, V, 3) with B = {Bc} or 1 for a "
+                         f"{kind} of batch {Bc}; got {tuple(verts.shape)}")
+    if verts.device != R.device:
+        raise ValueError(f"verts are on {verts.device} but the {kind} on {R.device}; expected both on one device")
+    if verts.dtype != R.dtype and not _autocast_on(verts.device.type):
+        raise ValueError(f"verts dtype {verts.dtype} differs from the {kind}'s {R.dtype}; expected one dtype "
+                         f"(cast the vertices or camera.to({verts.dtype}))")
 
 
 @dataclass
@@ -238,8 +298,7 @@ class PerspectiveCamera(Camera):
     is_perspective = True
 
     def __post_init__(self) -> None:
-        H, W = self.image_size
-        self.image_size = (int(H), int(W))
+        H, W = self.image_size = _check_image_size(self.image_size)
         like = next((v for v in (self.focal, self.principal_point, self.R, self.t) if isinstance(v, Tensor)), None)
         if self.focal is None:
             self.focal = _batch(float(max(H, W)), 0, like)
@@ -257,6 +316,11 @@ class PerspectiveCamera(Camera):
             raise ValueError(
                 f"expected R (B, 3, 3), t (B, 3), principal_point (B, 2); got {tuple(self.R.shape)}, "
                 f"{tuple(self.t.shape)}, {tuple(self.principal_point.shape)}")
+        if self.focal.dim() != 1:
+            raise ValueError(f"focal must be a number or a (B,) tensor; got shape {tuple(self.focal.shape)}")
+        _check_batches("PerspectiveCamera", focal=self.focal, principal_point=self.principal_point, R=self.R,
+                       t=self.t)
+        _check_values("PerspectiveCamera focal (pixels)", self.focal, positive=True)
 
     @classmethod
     def from_fov(cls, fov_degrees: float, image_size: tuple[int, int], **kwargs) -> PerspectiveCamera:
@@ -267,7 +331,7 @@ class PerspectiveCamera(Camera):
 
     def world_to_view(self, verts: Tensor) -> Tensor:
         """``(B, V, 3)`` world mm -> camera frame mm (camera looks down -z)."""
-        _check_verts(verts)
+        _check_verts(verts, self)
         return rotate(verts, self.R) + self.t[:, None, :]
 
     def project(self, verts: Tensor) -> tuple[Tensor, Tensor]:
@@ -286,7 +350,7 @@ class PerspectiveCamera(Camera):
 
     def view_directions(self, verts: Tensor) -> Tensor:
         """Unit vectors from each world point toward the camera centre, ``(B, V, 3)``, world frame."""
-        _check_verts(verts)
+        _check_verts(verts, self)
         centre = -(self.R.transpose(-1, -2) @ self.t[..., None])[..., 0]  # camera centre in world
         return torch.nn.functional.normalize(centre[:, None, :] - verts, dim=-1)
 
@@ -307,8 +371,7 @@ class WeakPerspectiveCamera(Camera):
     R: Tensor = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
-        H, W = self.image_size
-        self.image_size = (int(H), int(W))
+        H, W = self.image_size = _check_image_size(self.image_size)
         like = next((v for v in (self.scale, self.translation, self.R) if isinstance(v, Tensor)), None)
         if self.scale is None:
             self.scale = _batch(1.0, 0, like)
@@ -322,10 +385,14 @@ class WeakPerspectiveCamera(Camera):
         if self.R.shape[-2:] != (3, 3) or self.translation.shape[-1] != 2:
             raise ValueError(f"expected R (B, 3, 3) and translation (B, 2); got {tuple(self.R.shape)}, "
                              f"{tuple(self.translation.shape)}")
+        if self.scale.dim() != 1:
+            raise ValueError(f"scale must be a number or a (B,) tensor; got shape {tuple(self.scale.shape)}")
+        _check_batches("WeakPerspectiveCamera", scale=self.scale, translation=self.translation, R=self.R)
+        _check_values("WeakPerspectiveCamera scale (pixels per mm)", self.scale, positive=False)
 
     def world_to_view(self, verts: Tensor) -> Tensor:
         """``(B, V, 3)`` world mm -> rotated mm (the camera looks down -z)."""
-        _check_verts(verts)
+        _check_verts(verts, self)
         return rotate(verts, self.R)
 
     def project(self, verts: Tensor) -> tuple[Tensor, Tensor]:
@@ -338,6 +405,6 @@ class WeakPerspectiveCamera(Camera):
 
     def view_directions(self, verts: Tensor) -> Tensor:
         """The constant direction toward the camera (``R^T e_z``), broadcast to ``(B, V, 3)``."""
-        _check_verts(verts)
+        _check_verts(verts, self)
         d = self.R[..., 2, :]  # third row of R == R^T e_z
         return d[:, None, :].expand(max(d.shape[0], verts.shape[0]), verts.shape[1], 3)
