@@ -24,6 +24,7 @@ from .detectors import (
     available_detectors,
     fan_weight_files,
     make_detector,
+    resolve_detector,
 )
 from .image import fit_image
 from .landmark_fit import fit_landmarks
@@ -67,6 +68,7 @@ __all__ = [
     "FANDetector",
     "MediaPipeDetector",
     "make_detector",
+    "resolve_detector",
     "available_detectors",
     "fan_weight_files",
     "MEDIAPIPE_TO_IBUG68",

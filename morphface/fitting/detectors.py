@@ -59,6 +59,7 @@ __all__ = [
     "FANDetector",
     "MediaPipeDetector",
     "make_detector",
+    "resolve_detector",
     "available_detectors",
     "fan_weight_files",
     "MEDIAPIPE_TO_IBUG68",
@@ -610,6 +611,24 @@ def available_detectors(weights_dir: str | Path | None = None) -> dict[str, str 
     status["mediapipe"] = (None if importlib.util.find_spec("mediapipe") is not None
                            else "mediapipe is not installed")
     return status
+
+
+def resolve_detector(detector=None) -> LandmarkDetector:
+    """A detector from what the fitting functions accept: ``None`` (``make_detector("auto")``), a
+    backend name (``"auto"``, ``"dlib"``, ``"fan"``, ``"mediapipe"``: :func:`make_detector`) or a
+    detector object (anything with a ``detect(image)`` method), returned as is.
+
+    Raises:
+        ValueError: an unknown name or an object without ``detect``; and as :func:`make_detector`.
+    """
+    if detector is None:
+        return make_detector("auto")
+    if isinstance(detector, str):
+        return make_detector(detector)
+    if not callable(getattr(detector, "detect", None)):
+        raise ValueError(f"detector must be a LandmarkDetector, a backend name ({['auto', *_BACKENDS]}) or None; "
+                         f"got a {type(detector).__name__}")
+    return detector
 
 
 def make_detector(backend: str = "auto", **kwargs) -> LandmarkDetector:

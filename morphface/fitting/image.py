@@ -9,7 +9,9 @@ from torch import Tensor
 
 from ..errors import NoFaceError
 from ..morphable import MorphableModel
+from ._images import check_image_values
 from .dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for, fit_dense_landmarks
+from .detectors import resolve_detector
 from .landmark_fit import fit_landmarks
 from .photometric import fit_photometric
 from .result import FitResult
@@ -39,8 +41,9 @@ def fit_image(
 
     Args:
         model: the morphable model (``load_default_model("narrow")`` is a good default).
-        image: ``(3, H, W)`` RGB in [0, 1], or a path read with :func:`morphface.io.read_image`.
-        detector: a landmark detector (default ``make_detector("auto")``).
+        image: ``(3, H, W)`` float RGB in [0, 1], or a path read with :func:`morphface.io.read_image`.
+        detector: a landmark detector, or a backend name for :func:`~morphface.fitting.make_detector`
+            (``"auto"``, ``"dlib"``, ``"fan"``, ``"mediapipe"``); default ``"auto"``.
         photometric_steps: analysis-by-synthesis steps after the landmark fit (0: landmarks only).
         all_faces: fit every detected face (a batch, largest first) instead of only the largest.
         name: file name for error messages (defaults to the path).
@@ -57,19 +60,19 @@ def fit_image(
     Raises:
         NoFaceError: no face was found.
         ImageReadError: the path is not a readable image.
-        ValueError: ``dense=True`` without dense points or without a table for the model.
+        ValueError: ``dense=True`` without dense points or without a table for the model; an
+            image that is not float RGB in [0, 1] (e.g. [0, 255]) or holds NaN/inf.
     """
     if isinstance(image, (str, Path)):
         from ..io import read_image
 
         name = name or str(image)
         image = read_image(image)
-    if image.dim() != 3 or image.shape[0] != 3:
-        raise ValueError(f"image must be (3, H, W) RGB in [0, 1]; got {tuple(image.shape)}")
-    if detector is None:
-        from .detectors import make_detector
-
-        detector = make_detector("auto")
+    if not isinstance(image, Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+        raise ValueError(f"image must be (3, H, W) RGB in [0, 1]; got {shape}")
+    check_image_values(image, name or "image")
+    detector = resolve_detector(detector)
     faces = detector.detect(image)
     if not faces:
         raise NoFaceError(f"{name or 'image'}: no face found")

@@ -32,6 +32,7 @@ from ..errors import FitError
 from ..morphable import MorphableModel
 from ..render import ambient_sh, face_region_labels, interpolate, render_shaded, sh_shading, vertex_normals
 from ..render._camera import rasterize_with_camera, to_camera_frame
+from ._images import check_image_values
 from .dense import dense_correspondence_for, fit_dense_landmarks
 from .landmark_fit import check_landmarks, fit_landmarks
 from .result import FitResult
@@ -52,8 +53,7 @@ def _check_images(images: Tensor) -> Tensor:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"images must have shape (B, 3, H, W) with RGB in [0, 1]; got {shape}")
     images = images if images.dim() == 4 else images[None]
-    if not bool(torch.isfinite(images).all()):
-        raise ValueError("images contain NaN or inf")
+    check_image_values(images, "images")
     return images
 
 
@@ -65,6 +65,7 @@ def _sample_vertex_colours(images: Tensor, pixels: Tensor) -> Tensor:
     return col[..., 0].transpose(1, 2)
 
 
+@torch.enable_grad()  # its own optimisation needs gradients, also when called under torch.no_grad()
 def fit_photometric(
     model: MorphableModel,
     images: Tensor,
@@ -108,8 +109,12 @@ def fit_photometric(
         A :class:`FitResult` with coefficients, pose, ``sh`` ``(B, 27)``, ``tex_coeffs`` (albedo-basis
         models) or ``vertex_albedo`` ``(B, V, 3)``, fitted landmarks and the loss history.
 
+    Gradients are enabled inside (``torch.enable_grad``), so it also runs when called under
+    ``torch.no_grad()``; the result's tensors are detached either way.
+
     Raises:
         FitError: the optimisation produced non-finite values from the start.
+        ValueError: images that are not float RGB in [0, 1] (e.g. [0, 255]) or hold NaN/inf.
     """
     images = _check_images(images)
     B, _, H, W = images.shape

@@ -31,7 +31,9 @@ from torch import Tensor
 
 from ..errors import NoFaceError
 from ..morphable import MorphableModel
+from ._images import check_image_values
 from .dense import MEDIAPIPE_DENSE_POINTS, dense_correspondence_for
+from .detectors import resolve_detector
 from .image import dense_points
 from .landmark_fit import fit_landmarks, spd_solve
 from .photometric import fit_photometric
@@ -99,6 +101,7 @@ def detect_video_landmarks(
     bar = tqdm(desc="detecting", unit="frame", disable=not progress, leave=False)
     for block in _chunks(frames, chunk):
         size = tuple(block.shape[-2:])
+        check_image_values(block, "video frames")
         for img in block:
             faces = detector.detect(img)
             best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))) if faces else None
@@ -146,7 +149,8 @@ def fit_video(
             dense-correspondence table), if already known (then ``frames`` may be ``None`` and
             ``image_size`` must be given).
         image_size: ``(H, W)``; inferred from the frames when they are read.
-        detector: a :class:`LandmarkDetector` (default ``make_detector("auto")``).
+        detector: a :class:`LandmarkDetector`, or a backend name for :func:`make_detector`
+            (``"auto"``, ``"dlib"``, ``"fan"``, ``"mediapipe"``); default ``"auto"``.
         chunk: frames per chunk (memory bound of the streaming passes).
         smoothness: weight of the temporal second-difference prior (module docstring); 0 turns it off.
         photometric_steps: optional analysis-by-synthesis steps per chunk (identity fixed).
@@ -167,10 +171,7 @@ def fit_video(
 
     label = name or (str(frames) if isinstance(frames, (str, Path)) else "video")
     if landmarks is None:
-        if detector is None:
-            from .detectors import make_detector
-
-            detector = make_detector("auto")
+        detector = resolve_detector(detector)
         if dense is None:
             dense = getattr(detector, "name", "") == "mediapipe" and dense_correspondence_for(
                 model, MEDIAPIPE_DENSE_POINTS
