@@ -12,7 +12,17 @@ returns a :class:`~morphface.morphable.MorphableModel` in morphface's convention
 * albedo in linear RGB [0, 1].
 
 :func:`load_model` is the one entry point: it recognises the format from the file's magic bytes,
-extension and variable/dataset names (or, for a folder, from the known file names in it).
+extension and variable/dataset names (or, for a folder, from the known file names in it). It also
+takes a **model name** (:data:`MODEL_FILES`: ``"bfm2009"``, ``"bfm2017"``, ``"bfm2019"``,
+``"deep3d"``, ``"lsfm"``), looked up by :func:`find_model` in, in order: the folder(s) named by the
+environment variable ``MORPHFACE_MODEL_DIR`` (``os.pathsep``-separated), ``assets/bfm/`` under the
+working directory, the repository's top-level ``assets/bfm/`` (a source checkout) and the package's
+``morphface/assets/bfm/``. Licensed model files cannot ship with morphface: the README in those
+folders says which files go there and where to request them.
+
+Error messages name the file and what was expected; lists of what was found (variable names of an
+unrecognised ``.mat``, files of a folder) are capped to a few entries, and quoted reasons to a few
+hundred characters, so that a garbage file never produces a garbage-sized message.
 
 Format-specific choices
 -----------------------
@@ -70,6 +80,10 @@ from .model import MorphableModel
 
 __all__ = [
     "load_model",
+    "find_model",
+    "model_dirs",
+    "MODEL_FILES",
+    "MODEL_DIR_ENV",
     "load_bfm2009",
     "load_deep3d",
     "load_bfm_h5",
@@ -108,7 +122,22 @@ LANDMARKS_BFM_53215: tuple[int, ...] = (
     6915, 5909, 7384, 8223, 9064, 10537, 8829, 8229, 7629,
 )
 
+#: Model names :func:`load_model` accepts, with the files looked for in each model folder, in order of
+#: preference (a converted ``<name>.safetensors`` first: it loads in well under a second).
+MODEL_FILES: dict[str, tuple[str, ...]] = {
+    "bfm2009": ("bfm2009.safetensors", "01_MorphableModel.mat", "PublicMM1/01_MorphableModel.mat"),
+    "bfm2017": ("bfm2017.safetensors", "model2017-1_bfm_nomouth.h5", "model2017-1_face12_nomouth.h5"),
+    "bfm2019": ("bfm2019.safetensors", "model2019_bfm.h5", "model2019_face12.h5", "model2019_fullHead.h5"),
+    "deep3d": ("deep3d.safetensors", "BFM_model_front.mat", "BFM/BFM_model_front.mat"),
+    "lsfm": ("lsfm.safetensors", "lsfm.mat", "all_all_all.mat", "all_all_all_cropped.mat"),
+}
+#: Environment variable naming extra model folders (searched first).
+MODEL_DIR_ENV = "MORPHFACE_MODEL_DIR"
+
 _BFM2009_SEGMENTS = ("nose", "eyes", "mouth", "rest")
+_MAX_LISTED = 8  # names quoted in an error message
+_MAX_NAME = 40  # characters per quoted name
+_MAX_REASON = 300  # characters of a quoted exception message
 _UM_TO_MM = 1e-3
 _DM_TO_MM = 100.0
 
@@ -127,6 +156,23 @@ def _fail(path: Path, msg: str) -> ModelFormatError:
     return ModelFormatError(f"{path}: {msg}")
 
 
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())  # one line
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _listing(names) -> str:
+    """At most :data:`_MAX_LISTED` names, each clipped, then "... and N more": a bounded string."""
+    names = sorted(names, key=str)
+    shown = ", ".join(repr(_clip(n, _MAX_NAME)) for n in names[:_MAX_LISTED])
+    more = len(names) - _MAX_LISTED
+    return f"[{shown}{f', ... and {more} more' if more > 0 else ''}]"
+
+
+def _reason(e: BaseException) -> str:
+    return _clip(f"{type(e).__name__}: {e}", _MAX_REASON)
+
+
 def _loadmat(path: Path, names: Sequence[str] | None, what: str) -> dict:
     """``scipy.io.loadmat`` with every failure turned into a :class:`ModelFormatError`."""
     from scipy.io import loadmat
@@ -137,10 +183,9 @@ def _loadmat(path: Path, names: Sequence[str] | None, what: str) -> dict:
         return loadmat(str(path), variable_names=list(names) if names is not None else None)
     except NotImplementedError as e:  # scipy's answer to MATLAB v7.3 (HDF5-based) files
         raise _fail(path, f"MATLAB v7.3 (HDF5) .mat files are not supported; expected a v5 .mat, {what} "
-                          f"({e})") from e
+                          f"({_clip(e, _MAX_REASON)})") from e
     except Exception as e:  # truncated/garbage files raise a zoo of types (ValueError, OSError, ...)
-        raise _fail(path, f"not a readable MATLAB .mat file ({type(e).__name__}: {e}); "
-                          f"expected {what}") from e
+        raise _fail(path, f"not a readable MATLAB .mat file ({_reason(e)}); expected {what}") from e
 
 
 def _whosmat(path: Path) -> list[str]:
@@ -152,7 +197,7 @@ def _whosmat(path: Path) -> list[str]:
         raise _fail(path, "MATLAB v7.3 (HDF5) .mat files are not supported; re-save it with "
                           "save(..., '-v7')") from e
     except Exception as e:
-        raise _fail(path, f"not a readable MATLAB .mat file ({type(e).__name__}: {e})") from e
+        raise _fail(path, f"not a readable MATLAB .mat file ({_reason(e)})") from e
 
 
 def _require(d: Mapping, key: str, path: Path, what: str) -> np.ndarray:
@@ -395,7 +440,7 @@ def load_bfm2009(
         try:
             std = np.loadtxt(std_file, dtype=np.float64).reshape(-1)
         except ValueError as e:
-            raise _fail(std_file, f"expected whitespace-separated numbers ({e})") from e
+            raise _fail(std_file, f"expected whitespace-separated numbers ({_clip(e, _MAX_REASON)})") from e
         if std.size != comps.shape[0]:
             raise _fail(std_file, f"has {std.size} std devs but {exp_path.name} has {comps.shape[0]} "
                                   f"components")
@@ -576,7 +621,7 @@ def load_bfm_h5(path: PathLike) -> MorphableModel:
     try:
         f = h5py.File(str(path), "r")
     except OSError as e:
-        raise _fail(path, f"not a readable HDF5 file ({e}); expected {_H5_WHAT}") from e
+        raise _fail(path, f"not a readable HDF5 file ({_clip(e, _MAX_REASON)}); expected {_H5_WHAT}") from e
     try:
         with f:
             mu = _h5_get(f, "shape/model/mean", path)
@@ -600,7 +645,7 @@ def load_bfm_h5(path: PathLike) -> MorphableModel:
                     mean_c, std_c = mean_c / 255.0, std_c / 255.0
                 albedo = (_per_vertex(mean_c, n).astype(np.float32), _basis_columns(basis_c, n), std_c)
     except OSError as e:  # truncated datasets fail on read, not on open
-        raise _fail(path, f"HDF5 read error ({e}); the file may be truncated") from e
+        raise _fail(path, f"HDF5 read error ({_clip(e, _MAX_REASON)}); the file may be truncated") from e
     mean = _per_vertex(mean, n)
     # BFM 2017/2019 are in mm, but the statismo export of BFM 2009 may keep its micrometres
     scale, unit = _detect_unit_scale(mean, path)
@@ -684,7 +729,7 @@ def load_ict_npz(path: PathLike) -> MorphableModel:
         with np.load(path, allow_pickle=False) as z:
             d = {k: z[k] for k in z.files}
     except Exception as e:  # zipfile/np raise several types for truncated archives
-        raise _fail(path, f"not a readable .npz archive ({type(e).__name__}: {e}); "
+        raise _fail(path, f"not a readable .npz archive ({_reason(e)}); "
                           f"expected {_ICT_WHAT}") from e
     for key in ("mean", "triangles", "id_basis", "id_std", "exp_basis", "exp_names"):
         if key not in d:
@@ -721,7 +766,7 @@ def _load_mat(p: Path) -> MorphableModel:
                        "01_MorphableModel.mat and Exp_Pca.bin, or 01_MorphableModel.mat")
     hint = (" (a face3d/3DDFA BFM.mat struct is not supported; load 01_MorphableModel.mat instead)"
             if "model" in names else "")
-    raise _fail(p, f"unrecognised .mat model: found variables {sorted(names)}; expected {_BFM2009_WHAT}, "
+    raise _fail(p, f"unrecognised .mat model: found variables {_listing(names)}; expected {_BFM2009_WHAT}, "
                    f"{_DEEP3D_WHAT}, or {_LSFM_WHAT}{hint}")
 
 
@@ -736,13 +781,51 @@ def _load_dir(p: Path) -> MorphableModel:
         raise ModelFormatError(f"{p}: folder holds no known model file; expected 01_MorphableModel.mat "
                                f"(+ Exp_Pca.bin), BFM_model_front.mat, a BFM 2017/2019 .h5 or a .safetensors")
     if len(found) > 1:
-        raise ModelFormatError(f"{p}: folder holds several model files {[q.name for q in found]}; pass one "
+        raise ModelFormatError(f"{p}: folder holds several model files {_listing(q.name for q in found)}; pass one "
                                f"file (or, for BFM 2009 + Exp_Pca, a folder with only 01_MorphableModel.mat)")
     q = found[0]
     if q.name == "01_MorphableModel.mat":
         exp = p / "Exp_Pca.bin"
         return load_bfm2009(q, exp_path=exp if exp.is_file() else None)
     return load_model(q)
+
+
+def model_dirs() -> list[Path]:
+    """The folders :func:`find_model` searches, in order (module doc); duplicates removed."""
+    dirs = [Path(d).expanduser() for d in os.environ.get(MODEL_DIR_ENV, "").split(os.pathsep) if d.strip()]
+    dirs.append(Path.cwd() / "assets" / "bfm")
+    repo = Path(__file__).resolve().parents[2]
+    if (repo / "pyproject.toml").is_file():  # a source checkout (not site-packages)
+        dirs.append(repo / "assets" / "bfm")
+    dirs.append(Path(__file__).resolve().parents[1] / "assets" / "bfm")
+    unique: dict[Path, Path] = {}
+    for d in dirs:
+        unique.setdefault(d.resolve(), d)
+    return list(unique.values())
+
+
+def find_model(name: str) -> Path:
+    """The file of a named model (:data:`MODEL_FILES`): the first of its file names found in the
+    first folder of :func:`model_dirs` holding one.
+
+    Raises:
+        ValueError: an unknown name.
+        ModelFormatError: found nowhere; the message lists every folder and file name looked for.
+    """
+    key = name.lower()
+    if key not in MODEL_FILES:
+        raise ValueError(f"unknown model name {name!r}; expected one of {list(MODEL_FILES)}")
+    dirs = model_dirs()
+    for d in dirs:
+        for fname in MODEL_FILES[key]:
+            if (d / fname).is_file():
+                return d / fname
+    env = os.environ.get(MODEL_DIR_ENV)
+    env_note = "" if env else f" (set {MODEL_DIR_ENV} to a folder to look there too)"
+    raise ModelFormatError(
+        f"model {name!r} not found: looked for {', '.join(MODEL_FILES[key])} in {', '.join(map(str, dirs))}"
+        f"{env_note}; the licence forbids shipping it: request it from its owner (assets/bfm/README.md says "
+        f"where), put the file in one of these folders, or pass its path")
 
 
 def load_model(path_or_dir: PathLike) -> MorphableModel:
@@ -755,17 +838,27 @@ def load_model(path_or_dir: PathLike) -> MorphableModel:
             holding exactly one of the known files: ``01_MorphableModel.mat`` (with
             ``Exp_Pca.bin``, ``std_exp.txt`` and ``BFM_exp_idx.mat`` beside it, the expression
             model is added; see :func:`load_bfm2009`), ``BFM_model_front.mat``, ``*.h5``,
-            ``*.safetensors``.
+            ``*.safetensors``; or a model name (:data:`MODEL_FILES`: ``"bfm2009"``, ``"bfm2017"``,
+            ``"bfm2019"``, ``"deep3d"``, ``"lsfm"``), found by :func:`find_model` in the model
+            folders (module doc) unless a file or folder of that name exists.
 
     Raises:
-        ModelFormatError: missing path, unknown/garbage/truncated file, ambiguous folder, or a
-            file with a missing key or wrong shape (the message names the file and the key).
+        ModelFormatError: missing path, a model name found in no model folder (the message lists
+            every place looked in), unknown/garbage/truncated file, ambiguous folder, or a file
+            with a missing key or wrong shape (the message names the file and the key).
     """
     p = Path(path_or_dir)
+    if not p.exists() and isinstance(path_or_dir, str) and path_or_dir.lower() in MODEL_FILES:
+        q = find_model(path_or_dir)
+        if q.name == "01_MorphableModel.mat":  # with Exp_Pca.bin beside it: the expression model too
+            exp = q.parent / "Exp_Pca.bin"
+            return load_bfm2009(q, exp_path=exp if exp.is_file() else None)
+        return load_model(q)
     if p.is_dir():
         return _load_dir(p)
     if not p.is_file():
-        raise ModelFormatError(f"{p}: no such file or folder")
+        raise ModelFormatError(f"{p}: no such file or folder (expected a model file, a folder holding one, or "
+                               f"a model name: {', '.join(MODEL_FILES)})")
     size = p.stat().st_size
     with open(p, "rb") as fh:
         head = fh.read(128)
