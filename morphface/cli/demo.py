@@ -6,6 +6,10 @@
 3. ``fit_<photo>.png``: the bundled photos with the fitted model drawn over them (dlib landmarks +
    closed-form fit) and the fitted meshes.
 4. ``frontalize_<photo>.png``: input | UV texture | frontalised face, when ``morphface.uv`` is present.
+
+Steps 3 and 4 need a landmark detector, which the base install does not have: without one they are
+skipped with a line naming the extra to install (``morphface[fit]``: dlib, fully offline; or
+``morphface[mediapipe]``), and the demo still finishes (exit 0).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import time
 from pathlib import Path
 
 EXAMPLES = ("astronaut_eileen_collins.png", "cc0_040_yaw35_man.jpg")
+NO_DETECTOR = ('skipped the photo fits and frontalisation: no landmark detector is installed; add one with '
+               'pip install "morphface[fit]" (dlib, works offline) or pip install "morphface[mediapipe]"')
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -147,16 +153,15 @@ def _render_grid(model, out: Path, size: int) -> None:
     write_image(out / "render_grid.png", _grid(tiles, 4))
 
 
-def _fit_examples(model, out: Path) -> list[tuple[str, float]]:
+def _fit_examples(model, out: Path, detector) -> list[tuple[str, float]]:
     from importlib import resources
 
     import torch
 
     from ..errors import MorphfaceError
-    from ..fitting import fit_image, make_detector
+    from ..fitting import fit_image
     from ..io import read_image, write_image, write_mesh
 
-    detector = make_detector("auto")
     results = []
     for fname in EXAMPLES:
         with resources.as_file(resources.files("morphface").joinpath("assets", "examples", fname)) as p:
@@ -220,10 +225,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out / 'model_gallery.png'} and {len(meshes)} meshes in {out / 'meshes'}")
     _render_grid(full, out, args.size)
     print(f"wrote {out / 'render_grid.png'} (rows: poses/expressions; columns: NCC, normals, shaded, UV textured)")
-    for fname, err in _fit_examples(narrow, out):
-        name = out / f"fit_{Path(fname).stem}.png"
-        print(f"wrote {name} (landmark RMSE {100 * err:.1f}% of the eye distance)")
-    for name in _frontalize_examples(out):
-        print(f"wrote {out / name} (input | UV texture | frontal)")
+    from .. import fitting
+    from ..errors import BackendUnavailableError
+
+    try:
+        detector = fitting.make_detector("auto")
+    except BackendUnavailableError:  # a plain install: no dlib, MediaPipe or FAN
+        detector = None
+        print(NO_DETECTOR)
+    if detector is not None:
+        for fname, err in _fit_examples(narrow, out, detector):
+            name = out / f"fit_{Path(fname).stem}.png"
+            print(f"wrote {name} (landmark RMSE {100 * err:.1f}% of the eye distance)")
+        for name in _frontalize_examples(out):
+            print(f"wrote {out / name} (input | UV texture | frontal)")
     print(f"done in {time.perf_counter() - t0:.1f} s; open the PNGs in {out}")
     return 0
