@@ -169,6 +169,10 @@ class X2Face(Reenactor):
             return None
         return load_identity_vgg(cfg.identity_weights)
 
+    def config_dict(self) -> dict[str, Any]:
+        """JSON-serialisable config (layer tuples as lists, as they come back from a checkpoint)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in super().config_dict().items()}
+
     # ------------------------------------------------------------------ protocol
     def set_step(self, step: int) -> None:
         """The trainer's step counter (stage II starts at ``config.stage2_step``)."""
