@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     test = set(split_identities([r.identity for r in records], "test", args.test_fraction))
     records = [r for r in records if r.identity in test][: args.max_sources]
     S = pipe.config.image_size
-    yaws = torch.tensor(args.yaws)
+    yaws = torch.tensor(args.yaws, dtype=torch.float32)
     asked, fitted, predicted = [], [], []
     ref_gt, ref_fit = [], []
     for r in records:

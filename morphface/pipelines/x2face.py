@@ -148,6 +148,7 @@ class X2Face(Reenactor):
             image_size=cfg.image_size, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
             depth=cfg.depth, norm=cfg.norm, width=cfg.width, vector_dim=cfg.vector_dim))
         self.nets = nn.ModuleDict({"generator": gen, "maps": DrivingVectorMaps(cfg.vector_dim, cfg.audio_dim)})
+        self._skip_notice = False
         self.identity = self._build_identity()
         self._step = 0
 
@@ -163,9 +164,7 @@ class X2Face(Reenactor):
             if cfg.identity_loss == "on":
                 raise WeightsNotFoundError("X2Face: identity_loss='on' (stage II) needs identity network weights: "
                                            "set identity_weights to a torchvision-layout VGG-11/VGG-16 state dict")
-            warnings.warn("X2Face: no identity_weights given: training stage II (identity losses) is SKIPPED and "
-                          "the model trains with stage I's L1 only. Set identity_weights to a torchvision-layout "
-                          "VGG-11/VGG-16 state dict (ideally VGG-Face) to run it.", stacklevel=3)
+            self._skip_notice = True  # said once, at the first training step (not when loading for inference)
             return None
         return load_identity_vgg(cfg.identity_weights)
 
@@ -217,6 +216,11 @@ class X2Face(Reenactor):
     def generator_step(self, batch: Mapping[str, Tensor]) -> StepResult:
         cfg = self.config
         B = self._check_images(batch, "source", "driving")
+        if self._skip_notice:
+            self._skip_notice = False
+            warnings.warn("X2Face: no identity_weights given: training stage II (identity losses) is SKIPPED and "
+                          "the model trains with stage I's L1 only. Set identity_weights to a torchvision-layout "
+                          "VGG-11/VGG-16 state dict (ideally VGG-Face) to run it.", stacklevel=2)
         out = self.generate(batch)
         fake = out["fake"]
         target = to_signed(batch["driving"]).to(fake)

@@ -98,9 +98,15 @@ def test_stage_two_modes_and_named_errors(tmp_path, x2_batch):
         _pipe(identity_loss="on")
     with pytest.raises(WeightsNotFoundError, match="not found"):
         _pipe(identity_loss="on", identity_weights=str(tmp_path / "nope.pth"))
-    with pytest.warns(UserWarning, match="stage II .* is SKIPPED"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # building (e.g. to load for inference) says nothing ...
         p = _pipe(identity_loss="auto")
     assert p.identity is None and p.stage == 1
+    with pytest.warns(UserWarning, match="stage II .* is SKIPPED"):  # ... the first training step says it once
+        p.generator_step(x2_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p.generator_step(x2_batch)
     with pytest.raises(ValueError, match="does not use it"):
         _pipe(identity_loss="off", identity_weights="x.pth")
     with pytest.warns(UserWarning, match="randomly initialised"):
