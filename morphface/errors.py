@@ -36,6 +36,10 @@ class FitError(MorphfaceError, RuntimeError):
     """A fit failed (diverged, produced non-finite values, or had too few correspondences)."""
 
 
+class ImageSizeError(MorphfaceError, ValueError):
+    """An image or batch of images does not have the shape a network or pipeline was built for."""
+
+
 class WeightsNotFoundError(MorphfaceError, FileNotFoundError):
     """Pretrained weights are needed but not present locally (morphface never downloads silently)."""
 

@@ -1,6 +1,6 @@
 """``morphface evaluate CHECKPOINT --data CACHE [--split test] [--mode self|cross] [-o OUT]``.
 
-Evaluates a trained HeadGAN / IFaceUV checkpoint on clips of a clip cache (the format written by
+Evaluates a trained HeadGAN / IFaceUV / X2Face checkpoint on clips of a clip cache (the format written by
 ``morphface preprocess`` / ``morphface synth``) with :func:`morphface.metrics.evaluate_reenactment`:
 same-identity reconstruction (``--mode self``: L1, PSNR, SSIM, LPIPS, FID, CSIM, AED, APD, ARD) or
 cross-identity reenactment (``--mode cross``: FID, CSIM, AED, ARD). Prints the table and writes
@@ -91,9 +91,9 @@ def run(args: argparse.Namespace) -> int:
             clips.append(EvalClip(name=f"{r.identity}/{r.video}/{r.clip}", identity=r.identity, frames=frames,
                                   fit=fit, audio=None if audio is None else audio[:n], fps=r.fps))
 
-        def generate(source, source_fit, driving_fit, audio):
-            return pipe.reenact(source, driving_params=driving_fit, source_fit=source_fit, audio=audio,
-                                crop=False, batch_size=args.batch_size).cpu()
+        def generate(source, source_fit, driving_fit, audio, driving_frames):
+            return pipe.reenact(source, driving_frames, driving_params=driving_fit, source_fit=source_fit,
+                                audio=audio, crop=False, batch_size=args.batch_size).cpu()
 
         detector = None if args.detector == "none" else "auto"
         if detector is not None and args.detector != "auto":
@@ -113,12 +113,12 @@ def run(args: argparse.Namespace) -> int:
     report.save_csv(out_dir / "metrics.csv")
     print(report.table())
     if args.baselines:
-        def copy_source(source, source_fit, driving_fit, audio):
+        def copy_source(source, source_fit, driving_fit, audio, driving_frames):
             return source[None].expand(driving_fit.batch_size, -1, -1, -1).cpu()
 
-        def warp_only(source, source_fit, driving_fit, audio):
-            return pipe.reenact(source, driving_params=driving_fit, source_fit=source_fit, audio=audio,
-                                crop=False, batch_size=args.batch_size, output="warped").cpu()
+        def warp_only(source, source_fit, driving_fit, audio, driving_frames):
+            return pipe.reenact(source, driving_frames, driving_params=driving_fit, source_fit=source_fit,
+                                audio=audio, crop=False, batch_size=args.batch_size, output="warped").cpu()
 
         for name, fn in (("copy_source", copy_source), ("warp_only", warp_only)):
             base = evaluate_reenactment(fn, clips, pipe.model, mode=args.mode, detector=None, embedder=None,

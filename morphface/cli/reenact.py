@@ -1,8 +1,8 @@
 """``morphface reenact CHECKPOINT --source IMG --driving VIDEO -o OUT.mp4``: animate a photo with a video.
 
 The source photo and the driving clip are cropped around their faces and fitted (landmark detector +
-3DMM fit), the source is driven by the clip's expression and head pose with the trained HeadGAN or
-IFaceUV pipeline, and ``OUT.mp4`` shows source | driving | output side by side at the clip's frame
+3DMM fit), the source is driven by the clip's expression and head pose with the trained HeadGAN,
+IFaceUV or X2Face pipeline, and ``OUT.mp4`` shows source | driving | output side by side at the clip's frame
 rate, with the driving clip's audio track copied when it has one (and fed to HeadGAN when the pipeline
 uses audio).
 """
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         source_image = read_image(args.source)
         video = read_video(args.driving, max_frames=args.max_frames)
         has_audio = probe_video(args.driving).has_audio
-        src = pipe.prepare_source(source_image, crop=True)
+        src = pipe.prepare_source(source_image, crop=True)  # 3DMM pipelines also fit the faces
         drv = pipe.prepare_driving(video.frames, crop=True)
         audio = None
         if has_audio and getattr(pipe.config, "use_audio", False):
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             if audio.shape[0] < drv.images.shape[0]:  # the audio track ends early: pad with its last frame
                 pad = audio[-1:].expand(drv.images.shape[0] - audio.shape[0], -1)
                 audio = torch.cat([audio, pad])
-        out = pipe.reenact(src.images, driving_params=drv.fit, source_fit=src.fit, audio=audio,
+        out = pipe.reenact(src.images, drv.images, driving_params=drv.fit, source_fit=src.fit, audio=audio,
                            relative=args.relative, crop=False, batch_size=args.batch_size)
         T = out.shape[0]
         side = torch.cat([src.images.cpu()[None].expand(T, -1, -1, -1), drv.images.cpu(), out.cpu()], dim=-1)

@@ -37,7 +37,11 @@ moved inside the image; ``source_uv`` ``(4, S, S)`` (when ``uv_size`` is set): t
 unwrapped into the model's UV layout (:func:`morphface.uv.unwrap`: RGB + validity mask);
 ``clip_index``, ``source_clip_index``, ``source_index``, ``driving_index`` (int64 scalars: the
 driving and source clips' positions in :attr:`ReenactmentDataset.clips` and the frames' indices
-in their clips).
+in their clips), ``identity_index`` (int64 scalar: the driving clip's identity's position in
+:attr:`ReenactmentDataset.identities`); ``extra_sources`` ``(n, 3, H, W)`` (when ``extra_sources = n > 0``):
+``n`` more random frames of the source clip (X2Face's multi-source training). With ``renders=False``
+(pipelines conditioned on the images alone, e.g. X2Face) the NCC renders, masks and ``mouth_box`` are
+left out, which saves the per-item rasterisation.
 
 **Decoding.** A clip's ``frames.mp4`` is decoded whole (clips are a few seconds) and kept as uint8
 in a small per-process LRU (``cache_clips`` clips); JPEG-frame clips read only the frames needed.
@@ -99,6 +103,8 @@ class ReenactmentDatasetConfig:
         mouth_scale: mouth box side over the mouth landmarks' longer side.
         ncc_mode: ``"triangle"`` (HeadGAN) or ``"vertex"`` (PNCC).
         backend: rasterisation backend (``"auto"``; the CPU one inside DataLoader workers).
+        renders: include the NCC renders, masks and mouth boxes (``False`` skips the rasterisation).
+        extra_sources: additional source frames per item (``extra_sources``; 0: none).
     """
 
     root: str
@@ -116,6 +122,8 @@ class ReenactmentDatasetConfig:
     mouth_scale: float = 1.5
     ncc_mode: str = "triangle"
     backend: str = "auto"
+    renders: bool = True
+    extra_sources: int = 0
 
     def __post_init__(self) -> None:
         self.root = str(self.root)
@@ -123,7 +131,8 @@ class ReenactmentDatasetConfig:
             raise ValueError(f"mode must be 'self' or 'cross'; got {self.mode!r}")
         if self.split not in ("train", "test", "all"):
             raise ValueError(f"split must be 'train', 'test' or 'all'; got {self.split!r}")
-        for name, low in (("k", 0), ("motion_window", 0), ("image_size", 8), ("cache_clips", 1)):
+        for name, low in (("k", 0), ("motion_window", 0), ("image_size", 8), ("cache_clips", 1),
+                          ("extra_sources", 0)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"{name} must be an int >= {low}; got {v!r}")
@@ -332,6 +341,16 @@ class ReenactmentDataset(Dataset):
         s = int(torch.randint(self.clips[src_clip].num_frames, (), generator=g))
         return clip, t, src_clip, s
 
+    def _extra_frames(self, index: int, clip: int, s: int) -> list[int]:
+        """``extra_sources`` frame indices of ``clip`` other than ``s`` (repeated in short clips), drawn
+        from their own stream so that the other draws of the item do not change."""
+        g = torch.Generator().manual_seed(stable_seed(self.config.seed, self.epoch, index, 1))
+        T = self.clips[clip].num_frames
+        if T == 1:
+            return [s] * self.config.extra_sources
+        picks = torch.randint(T - 1, (self.config.extra_sources,), generator=g)
+        return [int(p) + int(p >= s) for p in picks]
+
     # ------------------------------------------------------------------ loading
     def _frames(self, clip: int, indices: list[int]) -> Tensor:
         """``(n, 3, S, S)`` float frames of a clip in [0, 1] at the dataset's image size."""
@@ -381,9 +400,10 @@ class ReenactmentDataset(Dataset):
         dp, sp = self._params[clip], self._params[src_clip]
         T = self.clips[clip].num_frames
         with torch.no_grad():
-            history = torch.arange(t - c.k, t + 1).clamp(0, T - 1)
-            d_ncc, d_mask, d_verts = self._render(dp, history)
-            s_ncc, s_mask, _ = self._render(sp, torch.tensor([s]))
+            if c.renders:
+                history = torch.arange(t - c.k, t + 1).clamp(0, T - 1)
+                d_ncc, d_mask, d_verts = self._render(dp, history)
+                s_ncc, s_mask, _ = self._render(sp, torch.tensor([s]))
             if src_clip == clip:
                 both = self._frames(clip, [s, t])
                 source, driving = both[0], both[1]
@@ -396,22 +416,24 @@ class ReenactmentDataset(Dataset):
             sample = {
                 "source": source,
                 "driving": driving,
-                "source_ncc": s_ncc[0],
-                "driving_ncc": d_ncc.reshape(-1, c.image_size, c.image_size),
-                "source_mask": s_mask[0],
-                "driving_mask": d_mask[-1],
                 "source_motion": sp.motion(s_win),
                 "driving_motion": dp.motion(d_win),
                 "source_params": sp.flat(s),
                 "driving_params": dp.flat(t),
                 "audio": audio[t].reshape(-1).float() if audio is not None else torch.zeros(self.audio_dim),
                 "has_audio": torch.tensor(1.0 if audio is not None else 0.0),
-                "mouth_box": self._mouth_box(dp, d_verts[-1:], t),
                 "clip_index": torch.tensor(clip, dtype=torch.long),
+                "identity_index": torch.tensor(self._clip_identity[clip], dtype=torch.long),
                 "source_clip_index": torch.tensor(src_clip, dtype=torch.long),
                 "source_index": torch.tensor(s, dtype=torch.long),
                 "driving_index": torch.tensor(t, dtype=torch.long),
             }
+            if c.renders:
+                sample.update(source_ncc=s_ncc[0], driving_ncc=d_ncc.reshape(-1, c.image_size, c.image_size),
+                              source_mask=s_mask[0], driving_mask=d_mask[-1],
+                              mouth_box=self._mouth_box(dp, d_verts[-1:], t))
+            if c.extra_sources:
+                sample["extra_sources"] = self._frames(src_clip, self._extra_frames(index, src_clip, s))
             if c.uv_size is not None:
                 from ..uv.unwrap import unwrap
 

@@ -1,7 +1,7 @@
 """Evaluation protocols of reenactment: same-identity reconstruction and cross-identity reenactment.
 
 The protocol is independent of the model under test: it calls a ``generate(source, source_fit,
-driving_fit, audio) -> frames`` function (a pipeline's ``reenact`` bound by the caller) on clips held in
+driving_fit, audio, driving_frames) -> frames`` function (a pipeline's ``reenact`` bound by the caller) on clips held in
 memory (:class:`EvalClip`: frames, their fit, optional audio), and measures:
 
 * **self** (same identity, HeadGAN/PIRenderer's reconstruction protocol): the first frame of each clip
@@ -46,8 +46,10 @@ __all__ = ["EvalClip", "EvaluationReport", "GenerateFn", "evaluate_reenactment",
 SELF_METRICS = ("L1", "PSNR", "SSIM", "LPIPS", "FID", "CSIM", "AED", "APD", "ARD")
 CROSS_METRICS = ("FID", "CSIM", "AED", "ARD")
 
-#: ``generate(source (3, S, S), source_fit (batch 1), driving_fit (T), audio (T, A) | None) -> (T, 3, S, S)``
-GenerateFn = Callable[[Tensor, FitResult, FitResult, "Tensor | None"], Tensor]
+#: ``generate(source (3, S, S), source_fit (batch 1), driving_fit (T), audio (T, A) | None,
+#: driving_frames (T, 3, S, S)) -> (T, 3, S, S)``: 3DMM pipelines drive with the fit, image-driven ones
+#: (X2Face) with the frames.
+GenerateFn = Callable[[Tensor, FitResult, FitResult, "Tensor | None", Tensor], Tensor]
 
 
 class EvalClip(NamedTuple):
@@ -272,7 +274,7 @@ def evaluate_reenactment(generate: GenerateFn, clips: Sequence[EvalClip], model:
             driving, driving_fit = drv_clip.frames[:T], drv_clip.fit[:T]
             audio = None if drv_clip.audio is None else drv_clip.audio[:T]
             with torch.no_grad():
-                out = generate(source, source_fit, driving_fit, audio).detach().float().cpu().clamp(0, 1)
+                out = generate(source, source_fit, driving_fit, audio, driving).detach().float().cpu().clamp(0, 1)
             if out.shape != driving.shape:
                 raise ValueError(f"generate returned {tuple(out.shape)} for {T} driving frames of shape "
                                  f"{tuple(driving.shape)}")

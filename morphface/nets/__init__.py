@@ -1,4 +1,4 @@
-"""Networks and losses for 3D-conditioned face reenactment (HeadGAN- and IFaceUV-style).
+"""Networks and losses for face reenactment: 3D-conditioned (HeadGAN, IFaceUV) and model-free (X2Face).
 
 Networks take and produce images in [-1, 1]; pipelines convert from the library's [0, 1]. Flows are
 backward and in pixels (:mod:`morphface.nets.warp`). Every network has a frozen config dataclass whose
@@ -51,6 +51,20 @@ from .losses import (
     uv_consistency_loss,
 )
 from .warp import resize_flow, upsample_flow, warp
+from .x2face import (
+    DrivingNet,
+    DrivingNetConfig,
+    DrivingVectorMaps,
+    EmbeddingNet,
+    EmbeddingNetConfig,
+    IdentityVGG,
+    X2FaceGenerator,
+    X2FaceGeneratorConfig,
+    X2FaceOutput,
+    fit_affine,
+    identity_content_loss,
+    load_identity_vgg,
+)
 
 __all__ = [
     # blocks
@@ -66,6 +80,10 @@ __all__ = [
     # IFaceUV
     "MotionEncoder", "MotionEncoderConfig", "AdaINUNet", "AdaINUNetConfig", "WarpingNet", "WarpingNetConfig",
     "WarpingOutput", "UVRefinementNet", "UVRefinementNetConfig", "EditingNet", "EditingNetConfig",
+    # X2Face
+    "EmbeddingNet", "EmbeddingNetConfig", "DrivingNet", "DrivingNetConfig", "X2FaceGenerator",
+    "X2FaceGeneratorConfig", "X2FaceOutput", "IdentityVGG", "load_identity_vgg", "identity_content_loss",
+    "fit_affine", "DrivingVectorMaps",
     # losses
     "VGG19", "VGGPerceptualLoss", "default_vgg19_path", "load_vgg19_weights", "hinge_discriminator_loss",
     "hinge_generator_loss", "feature_matching_loss", "l1_loss", "uv_consistency_loss", "SegmentationLoss",

@@ -3,7 +3,8 @@
 Run ``python -m morphface.nets.summary`` (``--help`` for options). Timings are the median of
 ``--repeats`` forward passes under ``torch.inference_mode`` after one warm-up, batch 1, at ``--size``
 (256) for the image networks; the mouth discriminator sees a ``size / 4`` crop (HeadGAN: 64x64 at
-256) and the motion encoder one 27-frame window.
+256) and the motion encoder one 27-frame window. X2Face's networks are built for ``--size`` (their
+depth is capped at ``log2(size)``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .ifaceuv import (
     WarpingNetConfig,
 )
 from .losses import VGGPerceptualLoss
+from .x2face import DrivingNet, DrivingNetConfig, EmbeddingNet, EmbeddingNetConfig, IdentityVGG
 
 __all__ = ["NetworkEntry", "network_entries", "count_parameters", "time_forward", "main"]
 
@@ -49,8 +51,8 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def network_entries(width: float = 1.0) -> list[NetworkEntry]:
-    """All networks at the given width with their default configs otherwise."""
+def network_entries(width: float = 1.0, size: int = 256) -> list[NetworkEntry]:
+    """All networks at the given width with their default configs otherwise (X2Face's for ``size``)."""
     f = DenseFlowNet(DenseFlowNetConfig(width=width))
     c0, c1, c2 = f.config.channels
     me = MotionEncoder(MotionEncoderConfig(width=width))
@@ -78,6 +80,13 @@ def network_entries(width: float = 1.0) -> list[NetworkEntry]:
                      "source, UV 3 + mask 1 (UV size = size), z"),
         NetworkEntry("IFaceUV EditingNet", EditingNet(EditingNetConfig(width=width)),
                      lambda b, s: (img(b, s), img(b, s), img(b, s), torch.randn(b, zdim)), "3 images, z"),
+        NetworkEntry("X2Face EmbeddingNet (U-Net)", EmbeddingNet(EmbeddingNetConfig(image_size=size, width=width)),
+                     lambda b, s: (img(b, s),), "source 3 -> flow 2"),
+        NetworkEntry("X2Face DrivingNet", DrivingNet(DrivingNetConfig(image_size=size, width=width)),
+                     lambda b, s: (img(b, s),), "driving 3 -> vector 128 -> flow 2"),
+        NetworkEntry("X2Face identity VGG-11", IdentityVGG("vgg11"),
+                     lambda b, s: (img(b, s), ("relu2_1", "relu3_1", "relu3_2", "relu4_1", "relu4_2", "relu5_1")),
+                     "image (stage II, frozen)"),
         NetworkEntry("VGG19 perceptual loss", VGGPerceptualLoss(pretrained=False),
                      lambda b, s: (img(b, s), img(b, s)), "pred, target"),
     ]
@@ -111,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     header = f"{'network':<28} {'params':>12} {'forward ms':>11}  input"
     print(header)
     print("-" * len(header))
-    for e in network_entries(args.width):
+    for e in network_entries(args.width, args.size):
         params = count_parameters(e.module)
         ms = "-" if args.no_timing else f"{1e3 * time_forward(e.module, e.make_inputs(1, args.size), args.repeats):.1f}"
         print(f"{e.name:<28} {params:>12,} {ms:>11}  {e.input_desc}", flush=True)

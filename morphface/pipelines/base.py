@@ -1,13 +1,28 @@
-"""What HeadGAN and IFaceUV share: config, the training-protocol plumbing and the inference API.
+"""What every reenactment pipeline shares, and what the 3DMM-conditioned ones add.
 
-A pipeline is an ``nn.Module`` holding its trainable networks in ``self.nets`` (an ``nn.ModuleDict``
-called only through that dict, as :mod:`morphface.train.protocol` requires), the morphable model
-(``self.model``, not trained, rebuilt from the config) and the optional frozen VGG19 of the perceptual
-loss. Subclasses implement ``generate(batch) -> outputs`` (the differentiable forward pass on a batch
-dict of the data contract), ``generator_step``, ``discriminator_step`` and ``visuals``.
+Two layers of the pipeline interface (DESIGN: split the generic part from the 3DMM-specific part):
 
-**Inference** (:meth:`Reenactor.reenact`, :meth:`~Reenactor.reconstruct`, :meth:`~Reenactor.edit`,
-:meth:`~Reenactor.frontalize`, :meth:`~Reenactor.encode`, :meth:`~Reenactor.decode`) runs without
+* :class:`Reenactor` (config :class:`ReenactorConfig`): **generic**. Config handling, the training-protocol
+  plumbing (``nets``, ``networks``, :meth:`~Reenactor.training_step`, ``config_dict``), image checks,
+  face crops (:meth:`~Reenactor.prepare_source`, :meth:`~Reenactor.prepare_driving`), the eval context and the
+  abstract inference entry points :meth:`~Reenactor.reenact` / :meth:`~Reenactor.reconstruct` that
+  ``morphface evaluate`` and ``morphface reenact`` call. A pipeline conditioned on the images alone
+  (X2Face) derives from it directly.
+* :class:`MorphableReenactor` (config :class:`MorphableReenactorConfig`): HeadGAN and IFaceUV. It fits
+  faces and transfers 3DMM parameters: ``prepare_source`` / ``prepare_driving`` crop **and fit**,
+  ``reenact`` drives the source with the driving clip's expression and head pose, plus ``edit``,
+  ``frontalize``, ``encode`` / ``decode``.
+
+Every pipeline holds the morphable model named in its config (``self.model``, not trained, rebuilt
+from the config): the 3DMM pipelines condition on it, the others use it only where frames need 3DMM
+labels (pose maps, evaluation fits of outputs). A pipeline is an ``nn.Module`` holding its trainable
+networks in ``self.nets`` (an ``nn.ModuleDict`` called only through that dict, as
+:mod:`morphface.train.protocol` requires) and the optional frozen VGG19 of the perceptual loss.
+Subclasses implement ``generate(batch) -> outputs`` (the differentiable forward pass on a batch dict of
+the data contract), ``generator_step``, ``discriminator_step`` and ``visuals``.
+
+**Inference** of the 3DMM pipelines (:meth:`MorphableReenactor.reenact`, ``reconstruct``, ``edit``,
+``frontalize``, ``encode``, ``decode``) runs without
 gradients in eval mode. Images are ``(3, H, W)`` RGB in [0, 1]. Faces are fitted with the configured
 landmark detector and :func:`~morphface.fitting.fit_landmarks` / :func:`~morphface.fitting.fit_video`
 unless a fit is passed (``source_fit=``, ``driving_params=``: the way to skip detection, e.g. for
@@ -16,8 +31,9 @@ the FOMM/VoxCeleb rule of :func:`~morphface.fitting.crop_box_from_landmarks` (on
 driving clip), so every output is a ``(T, 3, S, S)`` crop, ``S = config.image_size``, in [0, 1]. The
 transferred parameters are the source's identity with the driving expression and head pose
 (:func:`~morphface.pipelines.params.transfer_motion`), rendered on the fly into the networks' 3D inputs.
-User-facing angles (:meth:`~Reenactor.edit`) are in **degrees**; everything else is in radians.
+User-facing angles (:meth:`~MorphableReenactor.edit`) are in **degrees**; everything else is in radians.
 """
+
 
 from __future__ import annotations
 
@@ -32,14 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import TrainingDivergedError
+from ..errors import ImageSizeError, TrainingDivergedError
 from ..fitting import CropTransform, FitResult
 from ..morphable import MorphableModel
 from .params import ParamLayout, crop_fit, motion_windows, rescale_fit, transfer_motion
 from .perceptual import PERCEPTUAL_MODES, build_perceptual_loss, perceptual_mode
 
-__all__ = ["ReenactorConfig", "Reenactor", "Prepared", "StepResult", "to_signed", "to_unit",
-           "load_pipeline_model"]
+__all__ = ["ReenactorConfig", "Reenactor", "MorphableReenactorConfig", "MorphableReenactor", "Prepared",
+           "StepResult", "to_signed", "to_unit", "load_pipeline_model"]
 
 
 class StepResult(NamedTuple):
@@ -72,32 +88,28 @@ def load_pipeline_model(spec: str) -> MorphableModel:
     return load_model(spec)
 
 
+
 @dataclasses.dataclass
 class ReenactorConfig:
     """Fields every pipeline has.
 
     Attributes:
-        image_size: side of the square face crops in pixels (256 in both papers; a multiple of 32).
-        model: ``"default"`` (the embedded ICT model, narrow face region) or a model file path.
+        image_size: side of the square face crops in pixels (256 in the papers; a multiple of 32).
+        model: ``"default"`` (the embedded ICT model, narrow face region) or a model file path: the 3DMM
+            of the data cache's fits (conditioning for the 3DMM pipelines; labels elsewhere).
         width: multiplier of all generator channel counts (1 = the papers' sizes; tests use ~1/16).
-        num_previous: ``k``, previous driving frames in the 3D conditioning (HeadGAN: 2).
-        window_radius: ``w``, motion-window half length (PIRenderer/IFaceUV: 13, 27 frames).
         perceptual: VGG loss mode, see :mod:`morphface.pipelines.perceptual` (``"auto"``: on when
             weights are found, else off with a warning).
         vgg_weights: path of torchvision's ``vgg19-dcbb9e9d.pth`` (``None``: torch hub's cache).
         detector: landmark detector backend for inference (:func:`morphface.fitting.make_detector`).
-        render_backend: rasterisation backend of the on-the-fly renders.
     """
 
     image_size: int = 256
     model: str = "default"
     width: float = 1.0
-    num_previous: int = 2
-    window_radius: int = 13
     perceptual: str = "auto"
     vgg_weights: str | None = None
     detector: str = "auto"
-    render_backend: str = "auto"
 
     def __post_init__(self) -> None:
         self.perceptual = perceptual_mode(self.perceptual)  # YAML's unquoted off/on are booleans
@@ -108,11 +120,29 @@ class ReenactorConfig:
             raise ValueError(f"image_size must be a positive multiple of 32; got {self.image_size}")
         if not self.width > 0:
             raise ValueError(f"width must be > 0; got {self.width}")
+        if self.perceptual not in PERCEPTUAL_MODES:
+            raise ValueError(f"perceptual must be one of {PERCEPTUAL_MODES}; got {self.perceptual!r}")
+
+
+@dataclasses.dataclass
+class MorphableReenactorConfig(ReenactorConfig):
+    """Fields of the 3DMM-conditioned pipelines (plus those of :class:`ReenactorConfig`).
+
+    Attributes:
+        num_previous: ``k``, previous driving frames in the 3D conditioning (HeadGAN: 2).
+        window_radius: ``w``, motion-window half length (PIRenderer/IFaceUV: 13, 27 frames).
+        render_backend: rasterisation backend of the on-the-fly renders.
+    """
+
+    num_previous: int = 2
+    window_radius: int = 13
+    render_backend: str = "auto"
+
+    def validate(self) -> None:
+        super().validate()
         if self.num_previous < 0 or self.window_radius < self.num_previous:
             raise ValueError(f"need 0 <= num_previous <= window_radius; got {self.num_previous}, "
                              f"{self.window_radius}")
-        if self.perceptual not in PERCEPTUAL_MODES:
-            raise ValueError(f"perceptual must be one of {PERCEPTUAL_MODES}; got {self.perceptual!r}")
 
 
 class Prepared(NamedTuple):
@@ -120,17 +150,18 @@ class Prepared(NamedTuple):
 
     Attributes:
         images: ``(3, S, S)`` (an image) or ``(T, 3, S, S)`` (a clip), RGB in [0, 1].
-        fit: the perspective fit in the crop's pixels (batch 1 or ``T``).
+        fit: the perspective fit in the crop's pixels (batch 1 or ``T``); ``None`` from the generic
+            :meth:`Reenactor.prepare_source` / :meth:`Reenactor.prepare_driving`, which do not fit.
         crop: the crop applied to the input (``None`` when the input was used as it is, or resized).
     """
 
     images: Tensor
-    fit: FitResult
+    fit: FitResult | None
     crop: CropTransform | None
 
 
 class Reenactor(nn.Module, abc.ABC):
-    """Base class of the trainable reenactment pipelines (see the module docstring)."""
+    """Base class of every trainable reenactment pipeline: the generic part (see the module docstring)."""
 
     #: registry name (``morphface.train`` builds the pipeline from it)
     name: ClassVar[str] = ""
@@ -144,7 +175,6 @@ class Reenactor(nn.Module, abc.ABC):
         cfg.validate()
         self.config = cfg
         self.model = load_pipeline_model(cfg.model)
-        self.layout = ParamLayout.of(self.model)
         self.perceptual = build_perceptual_loss(cfg.perceptual, cfg.vgg_weights, type(self).__name__)
         self._detector = None
 
@@ -184,6 +214,9 @@ class Reenactor(nn.Module, abc.ABC):
 
     @property
     def device(self) -> torch.device:
+        """Where the pipeline's networks are (the device inputs are moved to at inference)."""
+        for t in self.nets.parameters():
+            return t.device
         return self.model.mean.device
 
     def make_optimizers(self, lr: float = 2e-4, betas: tuple[float, float] = (0.5, 0.999)) -> dict[str, Any]:
@@ -262,14 +295,6 @@ class Reenactor(nn.Module, abc.ABC):
     def visuals(self, batch: Mapping[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """Images for the training grids, ``(B, 3, H, W)`` in [0, 1]."""
 
-    def _source_inputs(self, source: Tensor, source_params: Tensor) -> dict[str, Tensor]:
-        """Batch entries that depend on the source only (computed once per :meth:`reenact`)."""
-        return {}
-
-    def _sequence_inputs(self, params: Tensor, indices: Tensor) -> dict[str, Tensor]:
-        """Batch entries of driving frames ``indices`` of a sequence ``params (T, D_p)``."""
-        return {}
-
     # ------------------------------------------------------------------ batch helpers
     def _check_images(self, batch: Mapping[str, Tensor], *keys: str) -> int:
         S = self.config.image_size
@@ -282,28 +307,11 @@ class Reenactor(nn.Module, abc.ABC):
             ok = isinstance(x, Tensor) and x.dim() == 4 and x.shape[1:] == (3, S, S)
             if not ok or (B and x.shape[0] != B):
                 shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise ValueError(f"{type(self).__name__}: batch[{k!r}] must have shape ({B or 'B'}, 3, {S}, "
+                raise ImageSizeError(f"{type(self).__name__}: batch[{k!r}] must have shape ({B or 'B'}, 3, {S}, "
                                  f"{S}); got {shape}")
             B = x.shape[0]
         return B
 
-    def _params(self, batch: Mapping[str, Tensor], key: str) -> Tensor:
-        if key not in batch:
-            raise ValueError(f"{type(self).__name__}: the batch has no {key!r} (B, {self.layout.dim}); it "
-                             f"has {sorted(batch)}")
-        return self.layout.check(batch[key], f"batch[{key!r}]")
-
-    def _motion(self, batch: Mapping[str, Tensor], key: str, params_key: str) -> Tensor:
-        """``(B, 2w + 1, D_m)`` motion windows: the batch's, or static windows of its parameters."""
-        w = self.config.window_radius
-        if key in batch:
-            m = batch[key]
-            want = (2 * w + 1, self.layout.motion_dim)
-            if m.dim() != 3 or tuple(m.shape[1:]) != want:
-                raise ValueError(f"batch[{key!r}] must have shape (B, {want[0]}, {want[1]}); got "
-                                 f"{tuple(m.shape)}")
-            return m
-        return self.layout.motion(self._params(batch, params_key))[:, None].expand(-1, 2 * w + 1, -1)
 
     # ------------------------------------------------------------------ inference: preparing faces
     @property
@@ -337,6 +345,152 @@ class Reenactor(nn.Module, abc.ABC):
         return F.interpolate(images, size=(S, S), mode="bilinear", align_corners=False,
                              antialias=shrink).clamp(0, 1)
 
+
+    def _project_landmarks(self, fit: FitResult) -> Tensor:
+        ids = self.model.landmarks.clamp(min=0)
+        pix, _ = fit.camera.project(fit.vertices(self.model)[:, ids])
+        return pix
+
+    def _clip_crop(self, landmarks: Tensor) -> CropTransform:
+        from ..fitting import crop_box_from_landmarks, smooth_crop_track
+
+        box = smooth_crop_track(crop_box_from_landmarks(landmarks))
+        return CropTransform.from_box(box, self.config.image_size)
+
+
+    # ------------------------------------------------------------------ inference: generating
+    @contextlib.contextmanager
+    def _eval(self) -> Iterator[None]:
+        was = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.train(was)
+
+
+    def prepare_source(self, image: Tensor, *, crop: bool | None = None) -> Prepared:
+        """Crop (or resize) a source image to ``S x S`` (:class:`MorphableReenactor` also fits it).
+
+        Args:
+            image: ``(3, H, W)`` RGB in [0, 1] (or a path).
+            crop: crop around the detected face; ``None``: only when the image is not already ``S x S``.
+
+        Returns:
+            :class:`Prepared` with ``images (3, S, S)``, ``fit=None`` and the crop (``None`` if resized).
+
+        Raises:
+            NoFaceError: cropping was asked for and no face was detected.
+        """
+        img = self._image(image, "source image")
+        S = self.config.image_size
+        if not (crop if crop is not None else tuple(img.shape[-2:]) != (S, S)):
+            return Prepared(self._resize(img[None])[0], None, None)
+        lms = self.detector.detect_largest(img).landmarks_2d.to(self.device)
+        ct = CropTransform.from_landmarks(lms, S)
+        return Prepared(ct.crop(img), None, ct)
+
+    def prepare_driving(self, frames: Tensor, *, crop: bool | None = None) -> Prepared:
+        """Crop a clip (one box for all its frames) or resize it to ``S x S`` (:class:`MorphableReenactor`
+        also fits it).
+
+        Args:
+            frames: ``(T, 3, H, W)`` RGB in [0, 1] (or a video path).
+            crop: as :meth:`prepare_source`.
+
+        Returns:
+            :class:`Prepared` with ``images (T, 3, S, S)`` and ``fit=None``.
+
+        Raises:
+            NoFaceError: cropping was asked for and no frame has a detected face.
+        """
+        frames = self._frames(frames)
+        S = self.config.image_size
+        if not (crop if crop is not None else tuple(frames.shape[-2:]) != (S, S)):
+            return Prepared(self._resize(frames), None, None)
+        from ..errors import NoFaceError
+        from ..fitting.video import detect_video_landmarks, interpolate_missing
+
+        lms, found, _ = detect_video_landmarks(frames, self.detector, progress=False)
+        if not bool(found.any()):
+            raise NoFaceError(f"no face found in any of the {frames.shape[0]} driving frames")
+        ct = self._clip_crop(interpolate_missing(lms, found).to(self.device))
+        return Prepared(ct.crop(frames), None, ct)
+
+    def _frames(self, frames: Tensor) -> Tensor:
+        if isinstance(frames, str) or hasattr(frames, "__fspath__"):
+            from ..io import read_video
+
+            frames = read_video(frames).frames
+        if not isinstance(frames, Tensor) or frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[0] < 1:
+            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
+            raise ValueError(f"driving frames must be (T, 3, H, W) RGB in [0, 1] with T >= 1; got {shape}")
+        return frames.to(self.device, torch.float32)
+
+    @abc.abstractmethod
+    def reenact(self, source_image: Tensor, driving_frames: Tensor | None = None,
+                driving_params: FitResult | Tensor | None = None, *,
+                source_fit: FitResult | Tensor | None = None, audio: Tensor | None = None,
+                relative: bool = False, crop: bool | None = None, batch_size: int = 8,
+                output: str = "fake") -> Tensor:
+        """Animate a source face with a driving clip; ``(T, 3, S, S)`` in [0, 1].
+
+        The arguments every pipeline accepts (``morphface evaluate`` / ``reenact`` pass what they have):
+        the driving frames and/or their 3DMM fit (the 3DMM pipelines drive with the fit and need the
+        frames only to fit them; image-driven pipelines need the frames), the source's fit, frame-aligned
+        audio, ``crop`` (default: when an input is not ``S x S``), frames per network call, and
+        ``output="fake"`` or ``"warped"`` (the warp-only ablation).
+        """
+
+    @abc.abstractmethod
+    def reconstruct(self, frames: Tensor, params: FitResult | Tensor | None = None, *,
+                    audio: Tensor | None = None, crop: bool | None = None, batch_size: int = 8) -> Tensor:
+        """Self-reenactment: regenerate a clip ``(T, 3, H, W)`` from its first frame; ``(T, 3, S, S)``."""
+
+
+
+class MorphableReenactor(Reenactor):
+    """Base class of the 3DMM-conditioned pipelines (HeadGAN, IFaceUV): fitting, parameter transfer and
+    the parameter-driven inference API (see the module docstring)."""
+
+    config_class: ClassVar[type[ReenactorConfig]] = MorphableReenactorConfig
+    config: MorphableReenactorConfig
+
+    def __init__(self, config: MorphableReenactorConfig | Mapping[str, Any] | None = None,
+                 **overrides: Any) -> None:
+        super().__init__(config, **overrides)
+        self.layout = ParamLayout.of(self.model)
+
+    def _source_inputs(self, source: Tensor, source_params: Tensor) -> dict[str, Tensor]:
+        """Batch entries that depend on the source only (computed once per :meth:`reenact`)."""
+        return {}
+
+    def _sequence_inputs(self, params: Tensor, indices: Tensor) -> dict[str, Tensor]:
+        """Batch entries of driving frames ``indices`` of a sequence ``params (T, D_p)``."""
+        return {}
+
+
+    # ------------------------------------------------------------------ batch helpers
+    def _params(self, batch: Mapping[str, Tensor], key: str) -> Tensor:
+        if key not in batch:
+            raise ValueError(f"{type(self).__name__}: the batch has no {key!r} (B, {self.layout.dim}); it "
+                             f"has {sorted(batch)}")
+        return self.layout.check(batch[key], f"batch[{key!r}]")
+
+    def _motion(self, batch: Mapping[str, Tensor], key: str, params_key: str) -> Tensor:
+        """``(B, 2w + 1, D_m)`` motion windows: the batch's, or static windows of its parameters."""
+        w = self.config.window_radius
+        if key in batch:
+            m = batch[key]
+            want = (2 * w + 1, self.layout.motion_dim)
+            if m.dim() != 3 or tuple(m.shape[1:]) != want:
+                raise ValueError(f"batch[{key!r}] must have shape (B, {want[0]}, {want[1]}); got "
+                                 f"{tuple(m.shape)}")
+            return m
+        return self.layout.motion(self._params(batch, params_key))[:, None].expand(-1, 2 * w + 1, -1)
+
+    # ------------------------------------------------------------------ inference: preparing faces
     def _as_fit(self, fit: FitResult | Tensor, image_size: tuple[int, int], name: str) -> FitResult:
         """A FitResult on the pipeline's device; a ``(B, D_p)`` tensor is read in ``image_size`` pixels."""
         if isinstance(fit, Tensor):
@@ -390,11 +544,6 @@ class Reenactor(nn.Module, abc.ABC):
         fit_ = self._fit_landmarks(lms[None], (H, W))
         return Prepared(self._resize(img[None])[0], rescale_fit(fit_, S), None)
 
-    def _project_landmarks(self, fit: FitResult) -> Tensor:
-        ids = self.model.landmarks.clamp(min=0)
-        pix, _ = fit.camera.project(fit.vertices(self.model)[:, ids])
-        return pix
-
     def prepare_driving(self, frames: Tensor, fit: FitResult | Tensor | None = None, crop: bool | None = None
                         ) -> Prepared:
         """Crop (one box for the whole clip) and fit driving frames.
@@ -408,14 +557,7 @@ class Reenactor(nn.Module, abc.ABC):
             :class:`Prepared` with ``images (T, 3, S, S)`` and a ``T``-frame fit in their pixels (one
             identity for the clip: :func:`~morphface.fitting.fit_video`, temporally smoothed).
         """
-        if isinstance(frames, str) or hasattr(frames, "__fspath__"):
-            from ..io import read_video
-
-            frames = read_video(frames).frames
-        if not isinstance(frames, Tensor) or frames.dim() != 4 or frames.shape[1] != 3 or frames.shape[0] < 1:
-            shape = tuple(frames.shape) if isinstance(frames, Tensor) else type(frames).__name__
-            raise ValueError(f"driving frames must be (T, 3, H, W) RGB in [0, 1] with T >= 1; got {shape}")
-        frames = frames.to(self.device, torch.float32)
+        frames = self._frames(frames)
         T, _, H, W = frames.shape
         S = self.config.image_size
         do_crop = crop if crop is not None else (H, W) != (S, S)
@@ -444,12 +586,6 @@ class Reenactor(nn.Module, abc.ABC):
         fit_ = fit_video(self.model, None, landmarks=lms, image_size=(H, W), progress=False)
         return Prepared(self._resize(frames), rescale_fit(fit_.to(torch.float32), S), None)
 
-    def _clip_crop(self, landmarks: Tensor) -> CropTransform:
-        from ..fitting import crop_box_from_landmarks, smooth_crop_track
-
-        box = smooth_crop_track(crop_box_from_landmarks(landmarks))
-        return CropTransform.from_box(box, self.config.image_size)
-
     def _driving_fit(self, driving_frames, driving_params, crop) -> FitResult:
         S = self.config.image_size
         if driving_params is not None:
@@ -460,17 +596,8 @@ class Reenactor(nn.Module, abc.ABC):
                              "tensor)")
         return self.prepare_driving(driving_frames, crop=crop).fit
 
-    # ------------------------------------------------------------------ inference: generating
-    @contextlib.contextmanager
-    def _eval(self) -> Iterator[None]:
-        was = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                yield
-        finally:
-            self.train(was)
 
+    # ------------------------------------------------------------------ inference: generating
     def _audio_tensor(self, audio: Tensor | None, T: int) -> Tensor | None:
         if audio is None:
             return None

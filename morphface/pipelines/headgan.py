@@ -43,7 +43,7 @@ from ..nets import (
     hinge_generator_loss,
     l1_loss,
 )
-from .base import Reenactor, ReenactorConfig, StepResult, to_signed, to_unit
+from .base import MorphableReenactor, MorphableReenactorConfig, StepResult, to_signed, to_unit
 from .conditioning import crop_boxes, render_driving_ncc, render_ncc_params, reorder_newest_first
 from .params import mouth_boxes
 
@@ -51,8 +51,8 @@ __all__ = ["HeadGANPipelineConfig", "HeadGAN"]
 
 
 @dataclasses.dataclass
-class HeadGANPipelineConfig(ReenactorConfig):
-    """Configuration of :class:`HeadGAN` (fields of :class:`ReenactorConfig` plus these).
+class HeadGANPipelineConfig(MorphableReenactorConfig):
+    """Configuration of :class:`HeadGAN` (fields of :class:`MorphableReenactorConfig` plus these).
 
     Attributes:
         base_channels: first encoder layer of F and R (HeadGAN: 32; then 4x and 16x), times ``width``.
@@ -112,7 +112,7 @@ class HeadGANPipelineConfig(ReenactorConfig):
         return self.mouth_size if self.mouth_size is not None else self.image_size // 4
 
 
-class HeadGAN(Reenactor):
+class HeadGAN(MorphableReenactor):
     """The trainable HeadGAN pipeline (see the module docstring); ``nets``: ``"generator"`` (F + R),
     ``"discriminator"`` (image) and ``"mouth_discriminator"`` (when enabled)."""
 

@@ -54,15 +54,15 @@ from ..nets import (
     l1_loss,
     uv_consistency_loss,
 )
-from .base import Reenactor, ReenactorConfig, StepResult, to_signed, to_unit
+from .base import MorphableReenactor, MorphableReenactorConfig, StepResult, to_signed, to_unit
 from .conditioning import render_ncc_params
 
 __all__ = ["IFaceUVPipelineConfig", "IFaceUV", "IFaceUVGenerator", "IFaceUVOutput"]
 
 
 @dataclasses.dataclass
-class IFaceUVPipelineConfig(ReenactorConfig):
-    """Configuration of :class:`IFaceUV` (fields of :class:`ReenactorConfig` plus these).
+class IFaceUVPipelineConfig(MorphableReenactorConfig):
+    """Configuration of :class:`IFaceUV` (fields of :class:`MorphableReenactorConfig` plus these).
 
     Attributes:
         uv_size: side of the UV textures (IFaceUV: 256; a multiple of 8).
@@ -187,7 +187,7 @@ class IFaceUVGenerator(nn.Module):
         return IFaceUVOutput(image, w.warped_image, w.flow, uv, rendered, mask, combined, uv_b, z)
 
 
-class IFaceUV(Reenactor):
+class IFaceUV(MorphableReenactor):
     """The trainable IFaceUV pipeline (see the module docstring); ``nets``: ``"generator"``
     (:class:`IFaceUVGenerator`) and, with ``lambda_adv > 0``, ``"discriminator"``."""
 

@@ -31,12 +31,13 @@ _RECORD = re.compile(r"^step_(\d+)\.json$")
 def _pipeline_classes() -> dict[str, type[Reenactor]]:
     from .headgan import HeadGAN
     from .ifaceuv import IFaceUV
+    from .x2face import X2Face
 
-    return {"headgan": HeadGAN, "ifaceuv": IFaceUV}
+    return {"headgan": HeadGAN, "ifaceuv": IFaceUV, "x2face": X2Face}
 
 
 #: registry names of the pipelines this module can load
-PIPELINES = ("headgan", "ifaceuv")
+PIPELINES = ("headgan", "ifaceuv", "x2face")
 
 
 def _from_record(record_path: Path) -> Path:
@@ -83,7 +84,7 @@ def resolve_weights(path: str | Path) -> Path:
 
 def load_pipeline(checkpoint: str | Path, *, ema: bool | None = None,
                   map_location: str | torch.device = "cpu", strict: bool = True) -> Reenactor:
-    """Rebuild a trained HeadGAN / IFaceUV pipeline from a checkpoint.
+    """Rebuild a trained HeadGAN / IFaceUV / X2Face pipeline from a checkpoint.
 
     Args:
         checkpoint: a weights file ``step_N.safetensors`` (written by ``morphface train`` or
@@ -167,7 +168,8 @@ def save_pipeline(pipeline: Reenactor, path: str | Path, step: int = 0) -> Path:
     from safetensors.torch import save_file
 
     if not isinstance(pipeline, Reenactor) or not pipeline.name:
-        raise TypeError(f"save_pipeline takes a HeadGAN or IFaceUV pipeline; got {type(pipeline).__name__}")
+        raise TypeError(f"save_pipeline takes a registered pipeline (HeadGAN, IFaceUV, X2Face); got "
+                        f"{type(pipeline).__name__}")
     tensors = {}
     for net_name, net in pipeline.nets.items():
         for key, t in net.state_dict().items():

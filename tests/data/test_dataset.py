@@ -33,7 +33,7 @@ def test_sample_keys_shapes_and_ranges(tiny_cache):
         "source_mask": (1, 64, 64), "driving_mask": (1, 64, 64), "source_motion": (27, K_EXP + 6),
         "driving_motion": (27, K_EXP + 6), "source_params": (D_P,), "driving_params": (D_P,), "audio": (108,),
         "has_audio": (), "mouth_box": (4,), "clip_index": (), "source_clip_index": (), "source_index": (),
-        "driving_index": (),
+        "driving_index": (), "identity_index": (),
     }
     assert set(sample) == set(shapes)
     for key, shape in shapes.items():
@@ -48,6 +48,23 @@ def test_sample_keys_shapes_and_ranges(tiny_cache):
     assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 64 and abs((x1 - x0) - (y1 - y0)) < 1e-3
     batch = next(iter(DataLoader(ds, batch_size=3)))  # the default collate stacks every entry
     assert batch["driving_ncc"].shape == (3, 9, 64, 64) and batch["clip_index"].shape == (3,)
+
+
+def test_without_renders_and_with_extra_sources(tiny_cache):
+    plain = _dataset(tiny_cache)
+    ds = _dataset(tiny_cache, renders=False, extra_sources=2)
+    a, b = plain[5], ds[5]
+    assert not any(k.endswith(("_ncc", "_mask")) or k == "mouth_box" for k in b)
+    assert b["extra_sources"].shape == (2, 3, 64, 64)
+    for key in ("source", "driving", "source_index", "driving_index", "driving_params"):  # the same draw
+        assert torch.equal(a[key], b[key]), key
+    clip = ds.clips[int(b["source_clip_index"])]
+    assert int(b["identity_index"]) == ds.identities.index(clip.identity)
+    # the extra frames are other frames of the source clip
+    frames = ds._frames(int(b["source_clip_index"]), list(range(clip.num_frames)))
+    for extra in b["extra_sources"]:
+        match = [i for i in range(clip.num_frames) if torch.allclose(frames[i], extra)]
+        assert match and int(b["source_index"]) not in match
 
 
 def test_conditioning_matches_the_cached_parameters(tiny_cache, models):

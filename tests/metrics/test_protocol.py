@@ -26,7 +26,7 @@ def model():
 def _oracle(clips):
     """A perfect 'generator': returns the real driving frames."""
 
-    def generate(source, source_fit, driving_fit, audio):
+    def generate(source, source_fit, driving_fit, audio, driving_frames):
         for c in clips:
             T = driving_fit.batch_size
             if torch.equal(c.fit.angles[:T], driving_fit.angles):
@@ -60,7 +60,7 @@ def test_self_reenactment_of_an_oracle_is_perfect(clips, model, tmp_path):
 
 
 def test_a_still_source_scores_worse_than_the_oracle(clips, model):
-    def still(source, source_fit, driving_fit, audio):
+    def still(source, source_fit, driving_fit, audio, driving_frames):
         return source[None].expand(driving_fit.batch_size, -1, -1, -1)
 
     report = evaluate_reenactment(still, clips, model, mode="self", detector=None, embedder=None)

@@ -9,7 +9,8 @@ def test_entries_cover_every_network_and_count_parameters():
     entries = network_entries(width=1 / 16)
     names = " ".join(e.name for e in entries)
     for key in ("DenseFlowNet", "RenderingNet", "image D", "mouth D", "MotionEncoder", "WarpingNet",
-                "UVRefinementNet", "EditingNet", "VGG19"):
+                "UVRefinementNet", "EditingNet", "VGG19", "X2Face EmbeddingNet", "X2Face DrivingNet",
+                "identity VGG-11"):
         assert key in names
     for e in entries:
         n = count_parameters(e.module)
@@ -20,7 +21,7 @@ def test_main_prints_a_table(capsys):
     main(["--width", "0.0625", "--no-timing"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.search(r"\d[\d,]* +- ", line)]
-    assert len(rows) == 9, out
+    assert len(rows) == 12, out
 
 
 def test_time_forward_runs_the_example_inputs():
