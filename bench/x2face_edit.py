@@ -1,6 +1,6 @@
 """X2Face video editing (§6): paint on the embedded face, drive it with frames, see the mark follow.
 
-    python -m bench.x2face_edit CHECKPOINT --data /work/synth48 -o docs/x2face_edit.png
+    python -m bench.x2face_edit CHECKPOINT --data out/synth -o docs/x2face_edit.png
 
 Takes the clip of the held-out identities (the last ``--test-fraction`` by name) with the widest range
 of ground-truth yaw, embeds its first frame (:meth:`X2Face.embed`), paints

@@ -1,6 +1,6 @@
 """X2Face pose control (§4.1): does the fitted yaw of pose-driven outputs follow the asked yaw?
 
-    python -m bench.x2face_pose CHECKPOINT --data /work/synth48 --test-fraction 0.25
+    python -m bench.x2face_pose CHECKPOINT --data out/synth --test-fraction 0.25
 
 1. Fits the pose maps ``f_v->p`` / ``f_p->v`` by least squares on the **training** identities' frames
    (their 3DMM pose: ground truth in a ``morphface synth`` cache) unless the checkpoint has them.
