@@ -16,7 +16,8 @@ import importlib
 import sys
 
 # Module names under morphface.cli, in the order they appear in --help.
-SUBCOMMANDS = ["demo", "convert_model", "train", "fit", "frontalize", "reenact", "evaluate", "preprocess", "synth"]
+SUBCOMMANDS = ["demo", "convert_model", "train", "fit", "frontalize", "reenact", "evaluate", "compare", "preprocess",
+               "synth"]
 
 
 def build_parser() -> argparse.ArgumentParser:

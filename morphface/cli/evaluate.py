@@ -17,6 +17,7 @@ import argparse
 from pathlib import Path
 
 from ._checkpoint import add_checkpoint_arguments, load_checkpoint_pipeline
+from ._eval import add_split_arguments, copy_source, load_eval_clips, pipeline_generate
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,22 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "checkpoint on clips of a preprocessed cache; writes metrics.json/.csv "
                                    "and results.mp4.")
     add_checkpoint_arguments(p)
-    p.add_argument("--data", required=True, help="clip cache root (<identity>/<video>/<clip>/ folders)")
-    p.add_argument("--split", choices=("train", "test", "all"), default="test",
-                   help="'test': the last floor(test_fraction * n) identities by name (the training "
-                        "dataset's held-out ones), 'train': the others, 'all': every clip")
-    p.add_argument("--test-fraction", type=float, default=0.1,
-                   help="share of identities (the last by name) in the test split, as in training")
-    p.add_argument("--test-identities", nargs="+", default=None, help="explicit test identities")
-    p.add_argument("--mode", choices=("self", "cross"), default="self",
-                   help="same- or cross-identity protocol")
+    add_split_arguments(p)
     p.add_argument("-o", "--output", default=None,
                    help="output folder (default: <checkpoint folder>/eval_<mode>)")
-    p.add_argument("--max-clips", type=int, default=None, help="evaluate at most N clips")
-    p.add_argument("--max-frames", type=int, default=None, help="use at most N frames per clip")
-    p.add_argument("--detector", default="auto",
-                   help="landmark detector for AED/APD/ARD ('none' skips those metrics)")
-    p.add_argument("--no-csim", action="store_true", help="skip CSIM (dlib face embeddings)")
     p.add_argument("--fid-weights", default=None, help="FID Inception weights file (pytorch-fid's)")
     p.add_argument("--no-video", action="store_true", help="do not write results.mp4")
     p.add_argument("--baselines", action="store_true",
@@ -52,48 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    import torch
-
     from ..errors import MorphfaceError
-    from ..fitting import FitResult
-    from ..metrics import EvalClip, evaluate_reenactment
-    from ..pipelines import rescale_fit
+    from ..metrics import evaluate_reenactment
 
     try:
-        from ..data import split_identities
-        from ..data.cache import PARAMS_NAME, find_clips, load_audio_features, read_clip_frames
-
         pipe = load_checkpoint_pipeline(args)
-        records = find_clips(args.data)
-        identities = sorted({r.identity for r in records})
-        chosen = set(split_identities(identities, args.split, args.test_fraction, args.test_identities))
-        records = [r for r in records if r.identity in chosen]
-        if args.max_clips is not None:
-            records = records[: args.max_clips]
-        if not records:
-            raise ValueError(f"the {args.split!r} split of {args.data} has no clips ({len(identities)} "
-                             f"identities; test_fraction {args.test_fraction} holds out the last "
-                             f"floor(fraction * n) of them): use --split all or --test-identities")
-        S = pipe.config.image_size
-        clips = []
-        for r in records:
-            if r.meta.get("model", "default") != pipe.config.model:
-                raise ValueError(f"clip {r.path} was fitted with model {r.meta.get('model')!r}; the pipeline "
-                                 f"uses {pipe.config.model!r}")
-            n = r.num_frames if args.max_frames is None else min(r.num_frames, args.max_frames)
-            frames = read_clip_frames(r.path, list(range(n))).float().div(255.0)
-            fit = FitResult.load(r.path / PARAMS_NAME)[:n]
-            if tuple(frames.shape[-2:]) != (S, S):
-                frames = torch.nn.functional.interpolate(frames, size=(S, S), mode="bilinear", antialias=True,
-                                                         align_corners=False).clamp(0, 1)
-                fit = rescale_fit(fit, S)
-            audio = load_audio_features(r.path)
-            clips.append(EvalClip(name=f"{r.identity}/{r.video}/{r.clip}", identity=r.identity, frames=frames,
-                                  fit=fit, audio=None if audio is None else audio[:n], fps=r.fps))
-
-        def generate(source, source_fit, driving_fit, audio, driving_frames):
-            return pipe.reenact(source, driving_frames, driving_params=driving_fit, source_fit=source_fit,
-                                audio=audio, crop=False, batch_size=args.batch_size).cpu()
+        clips = load_eval_clips(args, pipe.config.image_size, pipe.config.model)
+        generate = pipeline_generate(pipe, args.batch_size)
 
         detector = None if args.detector == "none" else "auto"
         if detector is not None and args.detector != "auto":
@@ -113,13 +66,7 @@ def run(args: argparse.Namespace) -> int:
     report.save_csv(out_dir / "metrics.csv")
     print(report.table())
     if args.baselines:
-        def copy_source(source, source_fit, driving_fit, audio, driving_frames):
-            return source[None].expand(driving_fit.batch_size, -1, -1, -1).cpu()
-
-        def warp_only(source, source_fit, driving_fit, audio, driving_frames):
-            return pipe.reenact(source, driving_frames, driving_params=driving_fit, source_fit=source_fit,
-                                audio=audio, crop=False, batch_size=args.batch_size, output="warped").cpu()
-
+        warp_only = pipeline_generate(pipe, args.batch_size, output="warped")
         for name, fn in (("copy_source", copy_source), ("warp_only", warp_only)):
             base = evaluate_reenactment(fn, clips, pipe.model, mode=args.mode, detector=None, embedder=None,
                                         lpips=None, fid=None, progress=False)

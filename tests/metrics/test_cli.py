@@ -83,3 +83,51 @@ def test_reenact_reports_errors(checkpoint, tmp_path, capsys):
     assert main(["reenact", str(checkpoint), "--source", str(tmp_path / "none.png"), "--driving",
                  str(tmp_path / "none.mp4"), "-o", str(tmp_path / "o.mp4")]) == 1
     assert "morphface reenact: error" in capsys.readouterr().err
+
+
+def test_compare_two_pipelines_and_the_baselines_on_the_same_frames(checkpoint, cache, tmp_path, capsys):
+    from morphface.cli.compare import markdown_table
+    from morphface.pipelines import X2Face, save_pipeline
+
+    torch.manual_seed(1)
+    x2face = save_pipeline(X2Face(image_size=SIZE, base_channels=8, max_channels=16, depth=6, norm="instance"),
+                           tmp_path / "x2f" / "step_00000000.safetensors")
+    out = tmp_path / "cmp"
+    assert main(["compare", str(checkpoint), str(x2face), "--data", str(cache), "--split", "all", "-o", str(out),
+                 "--detector", "none", "--max-frames", "3", "--names", "HeadGAN", "X2Face"]) == 0
+    report = json.loads((out / "compare.json").read_text())
+    methods = [row["method"] for row in report["rows"]]
+    # X2Face's output is a warp: no separate warp-only row for it; HeadGAN's warp-only output differs
+    assert methods == ["copy source", "HeadGAN", "HeadGAN (warp only)", "X2Face"]
+    by_name = {row["method"]: row["metrics"] for row in report["rows"]}
+    assert all({"L1", "PSNR", "SSIM", "CSIM"} <= set(m) for m in by_name.values())
+    # an untrained X2Face starts as the identity warp: it reproduces the copy-source baseline exactly
+    assert by_name["X2Face"]["L1"] == pytest.approx(by_name["copy source"]["L1"], abs=1e-3)
+    assert by_name["HeadGAN"]["L1"] != by_name["HeadGAN (warp only)"]["L1"]
+    table = (out / "compare.md").read_text()
+    assert "| method | L1 | PSNR | SSIM | CSIM | AED | APD | ARD | training |" in table
+    assert table.count("\n| ") == 5  # header + 4 rows
+    from morphface.io import read_image
+
+    grid = read_image(out / "compare_grid.png")
+    assert grid.shape == (3, 2 * SIZE, 6 * SIZE)  # 2 driving frames of 3; source, driving + 4 methods
+    # the table formats numbers and marks what is missing
+    text = markdown_table([{"method": "m", "metrics": {"L1": 5.0}, "unavailable": {"AED": "no detector"},
+                            "train_seconds": 90.0}], "self")
+    assert "| m | 5.00 | - | - | - | n/a | - | - | 1.5 min |" in text and "AED: no detector" in text
+    assert main(["compare", str(checkpoint), "--data", str(cache), "--names", "a", "b"]) == 1
+    assert "--names gives 2 name(s) for 1 checkpoint(s)" in capsys.readouterr().err
+
+
+def test_training_seconds_counts_each_step_once_across_a_resume(checkpoint, tmp_path):
+    import shutil
+
+    from morphface.cli._eval import training_seconds
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    weights = shutil.copy(checkpoint, run / "checkpoints" / "step_00000003.safetensors")
+    rows = [{"step": s, "sec": sec} for s, sec in [(1, 1.0), (2, 2.0), (3, 4.0), (2, 2.5), (3, 4.5), (4, 8.0)]]
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert training_seconds(weights) == pytest.approx(1.0 + 2.5 + 4.5)  # steps <= 3, the resumed values
+    assert training_seconds(checkpoint) is None  # no metrics.jsonl beside its folder
