@@ -40,6 +40,16 @@ class WeightsNotFoundError(MorphfaceError, FileNotFoundError):
     """Pretrained weights are needed but not present locally (morphface never downloads silently)."""
 
 
+class InputShapeError(MorphfaceError, ValueError):
+    """A tensor given to a network or pipeline has the wrong shape, size or count (e.g. 16 AUs instead of 17,
+    a 48-pixel image for a 64-pixel pipeline)."""
+
+
+class MissingInputError(MorphfaceError, ValueError):
+    """An input a configuration requires was not given (e.g. audio windows when audio-driven deformation is
+    on)."""
+
+
 class CheckpointError(MorphfaceError, RuntimeError):
     """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
 
