@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import TrainingDivergedError
+from ..errors import InputShapeError, TrainingDivergedError
 from ..fitting import CropTransform, FitResult
 from ..morphable import MorphableModel
 from .params import ParamLayout, crop_fit, motion_windows, rescale_fit, transfer_motion
@@ -279,7 +279,7 @@ class Reenactor(nn.Module, abc.ABC):
             ok = isinstance(x, Tensor) and x.dim() == 4 and x.shape[1:] == (3, S, S)
             if not ok or (B and x.shape[0] != B):
                 shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-                raise ValueError(f"{type(self).__name__}: batch[{k!r}] must have shape ({B or 'B'}, 3, {S}, "
+                raise InputShapeError(f"{type(self).__name__}: batch[{k!r}] must have shape ({B or 'B'}, 3, {S}, "
                                  f"{S}); got {shape}")
             B = x.shape[0]
         return B

@@ -31,12 +31,13 @@ _RECORD = re.compile(r"^step_(\d+)\.json$")
 def _pipeline_classes() -> dict[str, type[Reenactor]]:
     from .headgan import HeadGAN
     from .ifaceuv import IFaceUV
+    from .kp3d import KeypointGAN
 
-    return {"headgan": HeadGAN, "ifaceuv": IFaceUV}
+    return {"headgan": HeadGAN, "ifaceuv": IFaceUV, "kp3d": KeypointGAN}
 
 
 #: registry names of the pipelines this module can load
-PIPELINES = ("headgan", "ifaceuv")
+PIPELINES = ("headgan", "ifaceuv", "kp3d")
 
 
 def _from_record(record_path: Path) -> Path:

@@ -42,6 +42,7 @@ _BUILTIN_PIPELINES: dict[str, str] = {
     "toy_gan": "morphface.train.toy:ToyGANPipeline.from_config",
     "headgan": "morphface.pipelines.headgan:HeadGAN.from_config",
     "ifaceuv": "morphface.pipelines.ifaceuv:IFaceUV.from_config",
+    "kp3d": "morphface.pipelines.kp3d:KeypointGAN.from_config",
 }
 _BUILTIN_DATASETS: dict[str, str] = {
     "toy_shapes": "morphface.train.toy:ToyShapesDataset.from_config",
