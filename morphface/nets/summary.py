@@ -3,7 +3,8 @@
 Run ``python -m morphface.nets.summary`` (``--help`` for options). Timings are the median of
 ``--repeats`` forward passes under ``torch.inference_mode`` after one warm-up, batch 1, at ``--size``
 (256) for the image networks; the mouth discriminator sees a ``size / 4`` crop (HeadGAN: 64x64 at
-256) and the motion encoder one 27-frame window.
+256) and the motion encoder one 27-frame window. The 3D-keypoint core ("KP ...", kp3d/MMFA) is at face-vid2vid's
+sizes (20 keypoints, a 32 x 16 x size/4 x size/4 volume); its paper-sized hourglasses need ``--size`` >= 128.
 """
 
 from __future__ import annotations
@@ -29,7 +30,22 @@ from .ifaceuv import (
     WarpingNet,
     WarpingNetConfig,
 )
+from .keypoints import (
+    AppearanceConfig,
+    AppearanceFeatureExtractor,
+    AUDeformationEstimator,
+    AudioDeformationEstimator,
+    CanonicalKeypointConfig,
+    CanonicalKeypointDetector,
+    HeadPoseConfig,
+    HeadPoseEstimator,
+    MotionFieldConfig,
+    MotionFieldEstimator,
+    OcclusionAwareGenerator,
+    OcclusionAwareGeneratorConfig,
+)
 from .losses import VGGPerceptualLoss
+from .parsing import FaceParser
 
 __all__ = ["NetworkEntry", "network_entries", "count_parameters", "time_forward", "main"]
 
@@ -78,8 +94,49 @@ def network_entries(width: float = 1.0) -> list[NetworkEntry]:
                      "source, UV 3 + mask 1 (UV size = size), z"),
         NetworkEntry("IFaceUV EditingNet", EditingNet(EditingNetConfig(width=width)),
                      lambda b, s: (img(b, s), img(b, s), img(b, s), torch.randn(b, zdim)), "3 images, z"),
+        *_keypoint_entries(width, img),
         NetworkEntry("VGG19 perceptual loss", VGGPerceptualLoss(pretrained=False),
                      lambda b, s: (img(b, s), img(b, s)), "pred, target"),
+    ]
+
+
+def _keypoint_entries(width: float, img: Callable[..., torch.Tensor]) -> list[NetworkEntry]:
+    """The 3D-keypoint core (kp3d / MMFA) at face-vid2vid's sizes times ``width``."""
+    app = AppearanceFeatureExtractor(AppearanceConfig(width=width))
+    C, D = app.config.channels, app.config.depth
+    k = CanonicalKeypointConfig().num_keypoints
+
+    def volume(b: int, s: int) -> torch.Tensor:
+        return torch.randn(b, C, D, s // 4, s // 4)
+
+    def kp(b: int) -> torch.Tensor:
+        return torch.rand(b, k, 3) - 0.5
+
+    def rot(b: int) -> torch.Tensor:
+        return torch.eye(3).expand(b, 3, 3).contiguous()
+
+    def flow(b: int, s: int) -> torch.Tensor:
+        from .keypoints import coordinate_grid
+
+        return coordinate_grid(D, s // 4, s // 4).expand(b, -1, -1, -1, -1).contiguous()
+
+    return [
+        NetworkEntry("KP appearance extractor", app, lambda b, s: (img(b, s),), f"image -> volume {C}x{D}"),
+        NetworkEntry("KP canonical detector", CanonicalKeypointDetector(CanonicalKeypointConfig(width=width)),
+                     lambda b, s: (img(b, s),), f"image -> {k} keypoints"),
+        NetworkEntry("KP head-pose estimator", HeadPoseEstimator(HeadPoseConfig(width=width)),
+                     lambda b, s: (img(b, s),), "image -> angles, t"),
+        NetworkEntry("KP AU deformation", AUDeformationEstimator(), lambda b, s: (torch.rand(b, 17) * 5,),
+                     "17 AUs"),
+        NetworkEntry("KP audio deformation", AudioDeformationEstimator(), lambda b, s: (torch.randn(b, 8, 108),),
+                     "8 frames x 108 audio"),
+        NetworkEntry("KP motion field", MotionFieldEstimator(MotionFieldConfig(feature_channels=C, width=width)),
+                     lambda b, s: (volume(b, s), kp(b), kp(b), rot(b), rot(b)), "volume, K_s, K_d, R_s, R_d"),
+        NetworkEntry("KP occlusion-aware G",
+                     OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(feature_channels=C, width=width)),
+                     lambda b, s: (volume(b, s), flow(b, s), torch.rand(b, 1, s // 4, s // 4)),
+                     "volume, flow, occlusion"),
+        NetworkEntry("Face-part parser", FaceParser(), lambda b, s: (img(b, s),), "image -> 4 parts"),
     ]
 
 
