@@ -99,7 +99,7 @@ def train_face_parser(images: Tensor, masks: Tensor, *, steps: int = 300, batch_
 
     Args:
         images: ``(N, 3, H, W)`` RGB in [0, 1].
-        masks: ``(N, 4, H, W)`` in [0, 1] (:func:`morphface.render.face_part_masks`).
+        masks: ``(N, 4, H, W)`` in [0, 1] (:func:`morphface.render.face_parts.face_part_masks`).
         steps, batch_size, lr: Adam schedule (cosine decay to 0).
         config: network sizes.
         seed: of the initialisation and the batches.

@@ -2,7 +2,7 @@
 
 ``python -m morphface.pipelines.face_parser --data out/synth --out parser.safetensors``
 
-Every frame's part masks (:func:`morphface.render.face_part_masks`) are drawn from the landmarks stored
+Every frame's part masks (:func:`morphface.render.face_parts.face_part_masks`) are drawn from the landmarks stored
 with its fit (synthetic caches hold the ground-truth projections) or from the fit's projected model
 landmarks. Identities are split as the dataset splits them (``--test-fraction``); the held-out IoU per part
 and for the loss's two groups (eyes + brows, lips + mouth) is printed and written to ``<out>.json``.

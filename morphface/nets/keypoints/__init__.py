@@ -11,7 +11,7 @@ One module, one job (Wang, Mallya & Liu, CVPR 2021; Hatakeyama, Furuta & Sato 20
   Jacobians);
 * :mod:`.generator` -- :class:`OcclusionAwareGenerator`;
 * :mod:`.losses` -- equivariance, keypoint prior, head pose, deformation prior, part segmentation;
-* :mod:`.parser` -- :class:`FaceParser`, the small differentiable face-part parser of the segmentation loss.
+The face-part parser of the segmentation loss is :class:`morphface.nets.parsing.FaceParser`.
 
 Images are ``(B, 3, H, W)`` in [-1, 1]; keypoints ``(B, k, 3)`` in keypoint space.
 """

@@ -77,23 +77,25 @@ def warp_volume(volume: Tensor, flow: Tensor) -> Tensor:
 
 
 def warp_image_by_volume_flow(image: Tensor, flow: Tensor) -> Tensor:
-    """The warp-only picture of a 3D flow: the image as a constant-depth volume, warped, averaged over depth.
+    """The warp-only picture of a 3D flow: the full-resolution image warped by the flow's mean image-plane motion.
 
     Args:
-        image: ``(B, 3, S, S)`` (any range).
+        image: ``(B, C, S, S')`` (any range).
         flow: ``(B, D, h, w, 3)`` keypoint-space flow.
 
     Returns:
-        ``(B, 3, S, S)``: the image resampled at the flow's ``(x, y)`` (border padding), averaged over the
-        ``D`` depth slices and resized back to ``S x S`` (no generator involved; the baseline that
-        ``output="warped"`` reports).
+        ``(B, C, S, S')``: the image resampled (bilinear, border padding) at the flow's ``(x, y)`` source
+        positions averaged over the ``D`` depth slices and up-sampled bilinearly to the image size (no
+        generator involved: the baseline ``output="warped"`` reports). A zero motion returns the image
+        (exactly away from a half-cell border band, where the up-sampled positions are clamped).
     """
-    B, D, h, w, _ = flow.shape
-    grid = flow[..., :2].reshape(B, D * h, w, 2).to(image.dtype)
-    small = F.interpolate(image, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
-    sampled = F.grid_sample(small, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    mean = sampled.reshape(B, image.shape[1], D, h, w).mean(dim=2)
-    return F.interpolate(mean, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    if image.dim() != 4 or flow.dim() != 5 or flow.shape[0] != image.shape[0] or flow.shape[-1] != 3:
+        raise InputShapeError(f"need image (B, C, H, W) and flow (B, D, h, w, 3) of the same B; got "
+                              f"{tuple(image.shape)} and {tuple(flow.shape)}")
+    xy = flow[..., :2].mean(dim=1).permute(0, 3, 1, 2)  # (B, 2, h, w) source positions
+    xy = F.interpolate(xy, size=image.shape[-2:], mode="bilinear", align_corners=False)
+    return F.grid_sample(image, xy.permute(0, 2, 3, 1).to(image.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 class MotionField(NamedTuple):
