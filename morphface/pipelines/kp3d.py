@@ -114,6 +114,8 @@ class KeypointGANConfig(ReenactorConfig):
             (32, 1024, 5, 5).
         generator_channels, generator_res_blocks: occlusion-aware generator (64, 6).
         au_hidden, audio_hidden: hidden width of the per-keypoint MLPs (64).
+        blend_warped: the generator blends its output with the warped source by a predicted mask (not in the
+            paper; :mod:`morphface.nets.keypoints.generator`). Small, briefly trained models need it.
         use_audio: the audio-driven deformation (batches must then carry audio windows).
         audio_parts, audio_feature_size: of the frame-aligned audio features (4 x 27 = 108).
         disc_width, disc_base_channels, disc_max_channels, disc_num_layers, disc_num_scales: PatchGAN sizes.
@@ -145,6 +147,7 @@ class KeypointGANConfig(ReenactorConfig):
     generator_res_blocks: int = 6
     au_hidden: int = 64
     audio_hidden: int = 64
+    blend_warped: bool = False
     use_audio: bool = True
     audio_parts: int = 4
     audio_feature_size: int = 27
@@ -251,7 +254,7 @@ class KeypointGAN(Reenactor):
             width=w))
         nets["generator"] = OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(
             feature_channels=C, depth=cfg.depth, base_channels=cfg.generator_channels,
-            num_res_blocks=cfg.generator_res_blocks, width=w))
+            num_res_blocks=cfg.generator_res_blocks, width=w, blend_warped=cfg.blend_warped))
         dw = cfg.disc_width if cfg.disc_width is not None else w
         nets["discriminator"] = MultiScaleDiscriminator(DiscriminatorConfig(
             cond_channels=k, base_channels=cfg.disc_base_channels, max_channels=cfg.disc_max_channels,
@@ -376,8 +379,10 @@ class KeypointGAN(Reenactor):
         kp_s = transform_keypoints(kc, R_s, t_s, d_au_s, d_audio_s)
         kp_d = transform_keypoints(kc, R_d, t_d, d_au_d, d_audio_d)
         field = self.nets["motion"](volume, kp_s, kp_d, R_s, R_d)
-        gen = self.nets["generator"](volume, field.flow, field.occlusion)
-        out.update(fake=gen.image, warped=warp_image_by_volume_flow(src, field.flow),
+        gen = self.nets["generator"](volume, field.flow, field.occlusion,
+                                     src if self.config.blend_warped else None)
+        warped = gen.warped_image if gen.warped_image is not None else warp_image_by_volume_flow(src, field.flow)
+        out.update(fake=gen.image, warped=warped,
                    cond=keypoint_heatmaps_2d(kp_d.detach(), (S, S)), kp_source=kp_s, kp_driving=kp_d,
                    rotation_source=R_s, rotation_driving=R_d, translation_driving=t_d, delta_au_driving=d_au_d,
                    occlusion=field.occlusion)

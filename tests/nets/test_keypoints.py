@@ -247,3 +247,21 @@ def test_bad_images_raise_named_errors():
         app(torch.rand(1, 1, 64, 64))
     with pytest.raises(InputShapeError, match="multiples of 16"):
         pose(torch.rand(1, 3, 24, 24))
+
+
+def test_blended_generator_starts_near_the_warped_source():
+    torch.manual_seed(0)
+    app, _, _, mot, _ = _nets()
+    gen = OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(feature_channels=4, depth=DEPTH, base_channels=8,
+                                                                num_res_blocks=1, blend_warped=True))
+    img = torch.rand(2, 3, S, S) * 2 - 1
+    vol = app(img)
+    grid = coordinate_grid(DEPTH, S // 4, S // 4).expand(2, -1, -1, -1, -1)
+    out = gen(vol, grid, torch.ones(2, 1, S // 4, S // 4), img)
+    assert out.image.shape == (2, 3, S, S) and out.warped_image.shape == (2, 3, S, S)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
+    assert torch.allclose(out.warped_image[inner], img[inner], atol=1e-5)
+    # sigmoid(2) = 0.88 of the warped source at initialisation
+    assert float((out.image - out.warped_image).detach().abs().mean()) < 0.25 * float(img.abs().mean())
+    with pytest.raises(InputShapeError, match="blend_warped needs the source"):
+        gen(vol, grid, torch.ones(2, 1, S // 4, S // 4))

@@ -9,7 +9,8 @@ from morphface.pipelines import KeypointGAN, ParamLayout
 data = pytest.importorskip("morphface.data", reason="morphface.data is not available")
 
 S = 64
-TINY = dict(image_size=S, width=1 / 8, num_keypoints=6, depth=4, appearance_res_blocks=1, keypoint_blocks=2,
+TINY = dict(image_size=S, width=1 / 8, num_keypoints=6, blend_warped=True, depth=4, appearance_res_blocks=1,
+            keypoint_blocks=2,
             keypoint_max_channels=64, keypoint_volume_channels=8, motion_blocks=2, motion_max_channels=64,
             generator_res_blocks=1, pose_stages=3, au_hidden=8, audio_hidden=8, disc_num_layers=3,
             perceptual="off", parser="off")
