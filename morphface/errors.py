@@ -36,12 +36,22 @@ class FitError(MorphfaceError, RuntimeError):
     """A fit failed (diverged, produced non-finite values, or had too few correspondences)."""
 
 
-class ImageSizeError(MorphfaceError, ValueError):
+class WeightsNotFoundError(MorphfaceError, FileNotFoundError):
+    """Pretrained weights are needed but not present locally (morphface never downloads silently)."""
+
+
+class InputShapeError(MorphfaceError, ValueError):
+    """A tensor given to a network or pipeline has the wrong shape, size or count (e.g. 16 AUs instead of 17,
+    a 48-pixel image for a 64-pixel pipeline)."""
+
+
+class ImageSizeError(InputShapeError):
     """An image or batch of images does not have the shape a network or pipeline was built for."""
 
 
-class WeightsNotFoundError(MorphfaceError, FileNotFoundError):
-    """Pretrained weights are needed but not present locally (morphface never downloads silently)."""
+class MissingInputError(MorphfaceError, ValueError):
+    """An input a configuration requires was not given (e.g. audio windows when audio-driven deformation is
+    on)."""
 
 
 class CheckpointError(MorphfaceError, RuntimeError):

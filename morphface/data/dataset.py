@@ -35,6 +35,10 @@ has none) and ``has_audio`` ``()``; ``mouth_box`` ``(4,)`` ``x0, y0, x1, y1`` pi
 around the driving frame's projected mouth landmarks (48-67) enlarged ``mouth_scale`` times and
 moved inside the image; ``source_uv`` ``(4, S, S)`` (when ``uv_size`` is set): the source frame
 unwrapped into the model's UV layout (:func:`morphface.uv.unwrap`: RGB + validity mask);
+``source_aus``, ``driving_aus`` ``(17,)`` the frames' FACS AU intensities in [0, 5] from their fitted ICT
+blendshapes (:mod:`morphface.morphable.facs`; only for models with those names);
+``source_audio_window``, ``driving_audio_window`` ``(8, 2 k_a D)`` the audio features of frames
+``t - 4 .. t + 3`` clamped at the clip ends (zeros without audio) and ``source_has_audio`` ``()``;
 ``clip_index``, ``source_clip_index``, ``source_index``, ``driving_index`` (int64 scalars: the
 driving and source clips' positions in :attr:`ReenactmentDataset.clips` and the frames' indices
 in their clips), ``identity_index`` (int64 scalar: the driving clip's identity's position in
@@ -71,7 +75,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..camera import PerspectiveCamera, WeakPerspectiveCamera, euler_to_matrix
-from ..errors import ImageReadError
+from ..errors import ImageReadError, ModelFormatError
 from ..fitting import FitResult, crop_box_from_landmarks
 from .cache import PARAMS_NAME, ClipRecord, find_clips, load_audio_features, load_cache_model, read_clip_frames
 from .seeding import stable_seed
@@ -79,6 +83,8 @@ from .seeding import stable_seed
 __all__ = ["ReenactmentDatasetConfig", "ReenactmentDataset", "split_identities"]
 
 _MOUTH = list(range(48, 68))
+#: Frames in ``source_audio_window`` / ``driving_audio_window``: ``t - 4 .. t + 3`` (the kp3d audio window).
+AUDIO_WINDOW_FRAMES = 8
 
 
 @dataclass
@@ -288,6 +294,13 @@ class ReenactmentDataset(Dataset):
             if len(ids) < 2:
                 raise ValueError(f"mode='cross' needs clips of at least two identities; split {c.split!r} has {ids}")
             self._others = [[j for j, q in enumerate(self._clip_identity) if q != p] for p in self._clip_identity]
+        self._au_matrix: Tensor | None = None
+        try:
+            from ..morphable.facs import au_matrix
+
+            self._au_matrix = au_matrix(self.model.exp_names)
+        except ModelFormatError:  # a model without the ICT blendshapes: no AUs in the samples
+            pass
         self.epoch = 0
         self._lru: OrderedDict[int, Tensor] = OrderedDict()
 
@@ -387,6 +400,13 @@ class ReenactmentDataset(Dataset):
                          backend=self.config.backend)
         return out.image, out.mask, verts
 
+    def _audio_window(self, audio: Tensor | None, t: int, T: int) -> Tensor:
+        """``(8, D_a)`` flattened audio features of frames ``t - 4 .. t + 3`` (clamped), zeros without audio."""
+        if audio is None:
+            return torch.zeros(AUDIO_WINDOW_FRAMES, self.audio_dim)
+        idx = (torch.arange(AUDIO_WINDOW_FRAMES) + t - AUDIO_WINDOW_FRAMES // 2).clamp(0, T - 1)
+        return audio[idx].reshape(AUDIO_WINDOW_FRAMES, -1).float()
+
     def _mouth_box(self, params: _ClipParams, verts: Tensor, t: int) -> Tensor:
         S = self.config.image_size
         if self._mouth_ids is None or bool((self._mouth_ids < 0).any()):
@@ -434,6 +454,13 @@ class ReenactmentDataset(Dataset):
                               mouth_box=self._mouth_box(dp, d_verts[-1:], t))
             if c.extra_sources:
                 sample["extra_sources"] = self._frames(src_clip, self._extra_frames(index, src_clip, s))
+            if self._au_matrix is not None:  # kp3d: the 17 FACS AUs of the fitted expressions
+                sample["source_aus"] = (sp.exp[s] @ self._au_matrix.T).clamp(0.0, 5.0)
+                sample["driving_aus"] = (dp.exp[t] @ self._au_matrix.T).clamp(0.0, 5.0)
+            src_audio = self._audio[src_clip]
+            sample["source_audio_window"] = self._audio_window(src_audio, s, self.clips[src_clip].num_frames)
+            sample["driving_audio_window"] = self._audio_window(audio, t, T)
+            sample["source_has_audio"] = torch.tensor(1.0 if src_audio is not None else 0.0)
             if c.uv_size is not None:
                 from ..uv.unwrap import unwrap
 

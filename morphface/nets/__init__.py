@@ -3,6 +3,8 @@
 Networks take and produce images in [-1, 1]; pipelines convert from the library's [0, 1]. Flows are
 backward and in pixels (:mod:`morphface.nets.warp`). Every network has a frozen config dataclass whose
 defaults are the paper's sizes and a ``width`` multiplier of its channel counts.
+The learned-3D-keypoint core of the keypoint reenactors (kp3d, MMFA) is the subpackage
+:mod:`morphface.nets.keypoints`; the face-part parser of their segmentation loss is :mod:`morphface.nets.parsing`.
 Run ``python -m morphface.nets.summary`` for parameter counts and CPU timings.
 """
 

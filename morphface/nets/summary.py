@@ -4,7 +4,8 @@ Run ``python -m morphface.nets.summary`` (``--help`` for options). Timings are t
 ``--repeats`` forward passes under ``torch.inference_mode`` after one warm-up, batch 1, at ``--size``
 (256) for the image networks; the mouth discriminator sees a ``size / 4`` crop (HeadGAN: 64x64 at
 256) and the motion encoder one 27-frame window. X2Face's networks are built for ``--size`` (their
-depth is capped at ``log2(size)``).
+depth is capped at ``log2(size)``). The 3D-keypoint core ("KP ...", kp3d/MMFA) is at face-vid2vid's sizes
+(20 keypoints, a 32 x 16 x size/4 x size/4 volume); its paper-sized hourglasses need ``--size`` >= 128.
 """
 
 from __future__ import annotations
@@ -30,7 +31,22 @@ from .ifaceuv import (
     WarpingNet,
     WarpingNetConfig,
 )
+from .keypoints import (
+    AppearanceConfig,
+    AppearanceFeatureExtractor,
+    AUDeformationEstimator,
+    AudioDeformationEstimator,
+    CanonicalKeypointConfig,
+    CanonicalKeypointDetector,
+    HeadPoseConfig,
+    HeadPoseEstimator,
+    MotionFieldConfig,
+    MotionFieldEstimator,
+    OcclusionAwareGenerator,
+    OcclusionAwareGeneratorConfig,
+)
 from .losses import VGGPerceptualLoss
+from .parsing import FaceParser
 from .x2face import DrivingNet, DrivingNetConfig, EmbeddingNet, EmbeddingNetConfig, IdentityVGG
 
 __all__ = ["NetworkEntry", "network_entries", "count_parameters", "time_forward", "main"]
@@ -87,8 +103,49 @@ def network_entries(width: float = 1.0, size: int = 256) -> list[NetworkEntry]:
         NetworkEntry("X2Face identity VGG-11", IdentityVGG("vgg11"),
                      lambda b, s: (img(b, s), ("relu2_1", "relu3_1", "relu3_2", "relu4_1", "relu4_2", "relu5_1")),
                      "image (stage II, frozen)"),
+        *_keypoint_entries(width, img),
         NetworkEntry("VGG19 perceptual loss", VGGPerceptualLoss(pretrained=False),
                      lambda b, s: (img(b, s), img(b, s)), "pred, target"),
+    ]
+
+
+def _keypoint_entries(width: float, img: Callable[..., torch.Tensor]) -> list[NetworkEntry]:
+    """The 3D-keypoint core (kp3d / MMFA) at face-vid2vid's sizes times ``width``."""
+    app = AppearanceFeatureExtractor(AppearanceConfig(width=width))
+    C, D = app.config.channels, app.config.depth
+    k = CanonicalKeypointConfig().num_keypoints
+
+    def volume(b: int, s: int) -> torch.Tensor:
+        return torch.randn(b, C, D, s // 4, s // 4)
+
+    def kp(b: int) -> torch.Tensor:
+        return torch.rand(b, k, 3) - 0.5
+
+    def rot(b: int) -> torch.Tensor:
+        return torch.eye(3).expand(b, 3, 3).contiguous()
+
+    def flow(b: int, s: int) -> torch.Tensor:
+        from .keypoints import coordinate_grid
+
+        return coordinate_grid(D, s // 4, s // 4).expand(b, -1, -1, -1, -1).contiguous()
+
+    return [
+        NetworkEntry("KP appearance extractor", app, lambda b, s: (img(b, s),), f"image -> volume {C}x{D}"),
+        NetworkEntry("KP canonical detector", CanonicalKeypointDetector(CanonicalKeypointConfig(width=width)),
+                     lambda b, s: (img(b, s),), f"image -> {k} keypoints"),
+        NetworkEntry("KP head-pose estimator", HeadPoseEstimator(HeadPoseConfig(width=width)),
+                     lambda b, s: (img(b, s),), "image -> angles, t"),
+        NetworkEntry("KP AU deformation", AUDeformationEstimator(), lambda b, s: (torch.rand(b, 17) * 5,),
+                     "17 AUs"),
+        NetworkEntry("KP audio deformation", AudioDeformationEstimator(), lambda b, s: (torch.randn(b, 8, 108),),
+                     "8 frames x 108 audio"),
+        NetworkEntry("KP motion field", MotionFieldEstimator(MotionFieldConfig(feature_channels=C, width=width)),
+                     lambda b, s: (volume(b, s), kp(b), kp(b), rot(b), rot(b)), "volume, K_s, K_d, R_s, R_d"),
+        NetworkEntry("KP occlusion-aware G",
+                     OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(feature_channels=C, width=width)),
+                     lambda b, s: (volume(b, s), flow(b, s), torch.rand(b, 1, s // 4, s // 4)),
+                     "volume, flow, occlusion"),
+        NetworkEntry("Face-part parser", FaceParser(), lambda b, s: (img(b, s),), "image -> 4 parts"),
     ]
 
 

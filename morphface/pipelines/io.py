@@ -31,13 +31,14 @@ _RECORD = re.compile(r"^step_(\d+)\.json$")
 def _pipeline_classes() -> dict[str, type[Reenactor]]:
     from .headgan import HeadGAN
     from .ifaceuv import IFaceUV
+    from .kp3d import KeypointGAN
     from .x2face import X2Face
 
-    return {"headgan": HeadGAN, "ifaceuv": IFaceUV, "x2face": X2Face}
+    return {"headgan": HeadGAN, "ifaceuv": IFaceUV, "kp3d": KeypointGAN, "x2face": X2Face}
 
 
 #: registry names of the pipelines this module can load
-PIPELINES = ("headgan", "ifaceuv", "x2face")
+PIPELINES = ("headgan", "ifaceuv", "kp3d", "x2face")
 
 
 def _from_record(record_path: Path) -> Path:

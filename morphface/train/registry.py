@@ -45,6 +45,7 @@ _BUILTIN_PIPELINES: dict[str, str] = {
     "headgan": "morphface.pipelines.headgan:HeadGAN.from_config",
     "ifaceuv": "morphface.pipelines.ifaceuv:IFaceUV.from_config",
     "x2face": "morphface.pipelines.x2face:X2Face.from_config",
+    "kp3d": "morphface.pipelines.kp3d:KeypointGAN.from_config",
 }
 _BUILTIN_DATASETS: dict[str, str] = {
     "toy_shapes": "morphface.train.toy:ToyShapesDataset.from_config",

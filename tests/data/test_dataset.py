@@ -33,7 +33,8 @@ def test_sample_keys_shapes_and_ranges(tiny_cache):
         "source_mask": (1, 64, 64), "driving_mask": (1, 64, 64), "source_motion": (27, K_EXP + 6),
         "driving_motion": (27, K_EXP + 6), "source_params": (D_P,), "driving_params": (D_P,), "audio": (108,),
         "has_audio": (), "mouth_box": (4,), "clip_index": (), "source_clip_index": (), "source_index": (),
-        "driving_index": (), "identity_index": (),
+        "driving_index": (), "identity_index": (), "source_aus": (17,), "driving_aus": (17,),
+        "source_audio_window": (8, 108), "driving_audio_window": (8, 108), "source_has_audio": (),
     }
     assert set(sample) == set(shapes)
     for key, shape in shapes.items():

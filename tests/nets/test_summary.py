@@ -10,7 +10,8 @@ def test_entries_cover_every_network_and_count_parameters():
     names = " ".join(e.name for e in entries)
     for key in ("DenseFlowNet", "RenderingNet", "image D", "mouth D", "MotionEncoder", "WarpingNet",
                 "UVRefinementNet", "EditingNet", "VGG19", "X2Face EmbeddingNet", "X2Face DrivingNet",
-                "identity VGG-11"):
+                "identity VGG-11", "KP appearance", "KP canonical", "KP head-pose", "KP AU deformation",
+                "KP audio deformation", "KP motion field", "KP occlusion-aware G", "Face-part parser"):
         assert key in names
     for e in entries:
         n = count_parameters(e.module)
@@ -21,7 +22,14 @@ def test_main_prints_a_table(capsys):
     main(["--width", "0.0625", "--no-timing"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.search(r"\d[\d,]* +- ", line)]
-    assert len(rows) == 12, out
+    assert len(rows) == 20, out
+
+
+def test_keypoint_entries_run_their_example_inputs():
+    for e in network_entries(width=1 / 16):
+        if e.name.startswith("KP ") or "parser" in e.name:
+            with torch.inference_mode():
+                e.module.eval()(*e.make_inputs(1, 128))
 
 
 def test_time_forward_runs_the_example_inputs():
