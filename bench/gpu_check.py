@@ -366,10 +366,10 @@ def section_setup(ctx: Ctx, sec: Section) -> None:
                  "bench/gpu_wheels)")
     else:
         t0 = time.perf_counter()
-        import nvdiffrast.torch as dr
-
-        t1 = time.perf_counter()
         try:
+            import nvdiffrast.torch as dr
+
+            t1 = time.perf_counter()
             glctx = dr.RasterizeCudaContext(device=ctx.device)
             pos = torch.tensor([[[-0.5, -0.5, 0.0, 1.0], [0.5, -0.5, 0.0, 1.0], [0.0, 0.5, 0.0, 1.0]]],
                                device=ctx.device)
@@ -408,7 +408,7 @@ def section_tests(ctx: Ctx, sec: Section) -> None:
     """``pytest -m "cuda or device_generic" --device DEVICE`` (collect-only under ``--quick``)."""
     marker = "cuda or device_generic"
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", marker, f"--device={ctx.device}", "-p", "no:cacheprovider",
-           "--continue-on-collection-errors", "-rfE"]
+           "--continue-on-collection-errors", "-rfEs"]
     xml = ctx.tmp / "pytest.xml"
     if ctx.quick:
         cmd.append("--collect-only")
@@ -453,6 +453,15 @@ def section_tests(ctx: Ctx, sec: Section) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- 2. raster
+def _import_error(module: str) -> str:
+    """Why ``import module`` fails (``"imports"`` when it does not)."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # noqa: BLE001 - ImportError, OSError (a missing libcudart), ...
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+    return "imports"
+
+
 def bfm_sized(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``bench/render.py``'s face-like cap with ``n * n`` vertices (n = 231: 53,361 v / 105,800 triangles)."""
     from render import bfm_sized_mesh
@@ -484,6 +493,9 @@ def section_raster(ctx: Ctx, sec: Section) -> None:
                 ok, why = False, f"cannot take tensors on {dev}"
             elif not ok:
                 why = be.unavailable_reason()
+                module = {"pytorch3d": "pytorch3d.renderer.mesh.rasterize_meshes", "nvdiffrast": "nvdiffrast.torch"}
+                if name in module and importlib.util.find_spec(name) is not None:
+                    why += f"; the package is installed but `import {module[name]}` says: {_import_error(module[name])}"
         except Exception as exc:  # noqa: BLE001 - an import error is a reason, not a crash
             ok, why = False, f"{type(exc).__name__}: {exc}"
         if ok:
@@ -612,6 +624,7 @@ def section_fitting(ctx: Ctx, sec: Section) -> None:
     clean, _ = gt.camera.project(gt.vertices(model)[:, model.landmarks])
     init = fit_landmarks(model, clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(3)).to(dev),
                          (size, size))
+
     def photometric():
         out["fit"] = fit_photometric(model, images, init=init, steps=steps, tol=0.0)
 

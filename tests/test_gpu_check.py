@@ -78,3 +78,9 @@ def test_wheels_already_installed_are_not_reinstalled(tmp_path):
     rows, target, error = module.install_wheels(tmp_path, tmp_path / "t")  # both are installed: pip never runs
     assert target is None and error is None
     assert [r[2].split(" (")[0] for r in rows] == ["already installed", "already installed"]
+
+
+def test_import_errors_are_named_for_the_report():
+    module = _load_module()
+    assert module._import_error("json") == "imports"
+    assert module._import_error("no_such_module_xyz").startswith("ModuleNotFoundError: No module named")
