@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -24,14 +25,18 @@ def _scene(model, B, seed, **kw):
     return gt, verts, clean
 
 
-def test_noise_free_synthetic_fit_is_exact(narrow):
-    """20 identity modes, no expression, no noise (136 equations, 26 unknowns: well-posed): exact recovery."""
+def test_noise_free_synthetic_fit_is_exact(narrow, device):
+    """20 identity modes, no expression, no noise (136 equations, 26 unknowns: well-posed): exact recovery.
+    Runs on ``--device`` (the fit follows the device of the landmarks and the model)."""
     gt, verts, clean = _scene(narrow, 8, 1, max_yaw=40)
     gt.exp_coeffs.zero_()
     gt.id_coeffs[:, 20:] = 0
     verts = gt.vertices(narrow)
     clean, _ = gt.camera.project(verts[:, narrow.landmarks])
-    r = fit_landmarks(narrow, clean, gt.image_size, n_id=20, n_exp=0, landmark_sigma=0.01)
+    model = narrow if device.type == "cpu" else copy.deepcopy(narrow).to(device)
+    r = fit_landmarks(model, clean.to(device), gt.image_size, n_id=20, n_exp=0, landmark_sigma=0.01)
+    assert r.id_coeffs.device.type == device.type
+    r = r.to("cpu")
     torch.testing.assert_close(r.id_coeffs, gt.id_coeffs[:, :20], atol=0.05, rtol=0)
     assert r.residuals.max() < 0.05
     assert rotation_error_degrees(r.angles, gt.angles).max() < 0.5

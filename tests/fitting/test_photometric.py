@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -50,13 +52,16 @@ def test_photometric_improves_on_landmark_fit(narrow):
     assert overlay.shape == img.shape and 0 <= overlay.min() and overlay.max() <= 1
 
 
-def test_photometric_from_landmarks_is_finite_and_stops_early(narrow):
+def test_photometric_from_landmarks_is_finite_and_stops_early(narrow, device):
+    """Runs on ``--device``: the fit, its renders and its overlays follow the device of the inputs."""
     gt, img, verts, noisy = _rendered_scene(narrow, 1, 96, 1)
-    res = fit_photometric(narrow, img, landmarks=noisy, steps=200, tol=1e-2, patience=3)
-    assert len(res.history) < 200
+    model = narrow if device.type == "cpu" else copy.deepcopy(narrow).to(device)
+    img, noisy = img.to(device), noisy.to(device)
+    res = fit_photometric(model, img, landmarks=noisy, steps=200, tol=1e-2, patience=3)
+    assert len(res.history) < 200 and res.id_coeffs.device.type == device.type
     res.check_finite()
     for mode in ("shaded", "ncc"):
-        assert res.render_overlay(narrow, img, mode=mode).shape == img.shape
+        assert res.render_overlay(model, img, mode=mode).shape == img.shape
 
 
 def test_photometric_bad_inputs(narrow):

@@ -67,9 +67,10 @@ def test_prerendered_and_on_the_fly_ncc_give_the_same_output(narrow_model):
     assert torch.equal(a, b)
 
 
-def test_a_few_steps_on_one_batch_reduce_the_l1_loss(batch):
+def test_a_few_steps_on_one_batch_reduce_the_l1_loss(batch, device):
     torch.manual_seed(0)
-    p = HeadGAN(**TINY)
+    p = HeadGAN(**TINY).to(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
     opts = p.make_optimizers(lr=1e-3)
     l1 = [p.training_step(batch, opts)["g/l1"] for _ in range(8)]
     assert all(map(lambda v: v == v, l1))

@@ -57,9 +57,10 @@ def test_optional_discriminator(batch):
     assert {"g/adv", "loss_d", "d/image"} <= set(logs) and "g/cons" not in logs
 
 
-def test_a_few_steps_on_one_batch_reduce_the_l1_loss(batch):
+def test_a_few_steps_on_one_batch_reduce_the_l1_loss(batch, device):
     torch.manual_seed(0)
-    p = IFaceUV(**TINY)
+    p = IFaceUV(**TINY).to(device)
+    batch = {k: v.to(device) for k, v in batch.items()}
     opts = p.make_optimizers(lr=1e-3)
     l1 = [p.training_step(batch, opts)["g/edit_l1"] for _ in range(8)]
     assert l1[-1] < 0.7 * l1[0], l1
