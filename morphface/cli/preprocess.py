@@ -12,8 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="For every clip of VIDEO_DIR/<identity>/<video>/<clip>.mp4 (or <clip>/*.jpg): detect "
                     "landmarks, crop one square box per clip, fit the 3DMM per frame on the crop, extract "
                     "frame-aligned audio features, and write CACHE/<identity>/<video>/<clip>/ (frames.mp4, "
-                    "params.safetensors, audio.safetensors, meta.json). Resumable: complete clips are skipped. "
-                    "Clips that fail are logged to CACHE/preprocess_errors.log and skipped.")
+                    "params.safetensors, audio.safetensors, meta.json with per-clip statistics). Frames without a face "
+                    "before the first / after the last detection are trimmed, those in between interpolated; "
+                    "both are reported. Resumable: complete clips are skipped. Clips that fail are logged to "
+                    "CACHE/preprocess_errors.log and skipped. Ends with a table of every clip (frames, fit "
+                    "error, jitter before/after smoothing), also written to CACHE/preprocess_summary.md.")
     p.add_argument("video_dir", help="input tree <identity>/<video>/<clip>.mp4 or <identity>/<video>/<clip>/*.jpg")
     p.add_argument("-o", "--output", required=True, help="cache root")
     p.add_argument("--size", type=int, default=256, help="crop side in pixels (default 256)")
@@ -31,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..data.preprocess import ERROR_LOG, PreprocessConfig, preprocess_tree
+    from ..data.preprocess import ERROR_LOG, SUMMARY_NAME, PreprocessConfig, preprocess_tree
 
     src = Path(args.video_dir)
     if not src.is_dir():
@@ -45,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, NotADirectoryError) as e:  # bad options, a cache with other settings, -o a file
         print(f"morphface preprocess: error: {e}", file=sys.stderr)
         return 2
+    print(summary.table, end="")
+    print(f"(summary: {Path(args.output) / SUMMARY_NAME})")
     print(f"preprocessed {len(summary.written)} clip(s), {len(summary.skipped)} already done, "
           f"{len(summary.failed)} failed" + (f" (see {Path(args.output) / ERROR_LOG})" if summary.failed else ""))
     return 1 if summary.failed else 0

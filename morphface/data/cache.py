@@ -8,7 +8,12 @@ Layout: ``<root>/<identity>/<video>/<clip>/`` holding
   cropped frames' pixel coordinates (identity rows identical, ``camera_kind="perspective"``);
 * ``audio.safetensors`` (optional): ``{"features": (T, 2k, D) float32}`` frame-aligned audio;
 * ``meta.json``: ``{"fps", "num_frames", "size", "crop_box", "source", "model", "audio",
-  "version"}`` (plus ``"ground_truth": true`` for synthetic clips).
+  "version"}`` (plus ``"ground_truth": true`` for synthetic clips). ``morphface preprocess`` adds
+  ``original_size``, ``detected_frames``, ``landmark_rmse``, ``truncated`` (``expected_frames``),
+  ``source_frames`` and ``source_start`` (cached frame ``i`` is source frame ``source_start + i``),
+  ``no_face`` (frames without a face: ``leading`` / ``trailing`` counts trimmed, ``interior``
+  cached indices kept with interpolated landmarks, ``handling``) and ``stats`` (fit error and
+  jitter, :mod:`morphface.data.preprocess`); ``CACHE/preprocess_summary.md`` tabulates them.
 
 The root also holds ``cache_settings.json``: which command wrote the cache and with which
 settings (:func:`check_cache_settings`), so that a later run with other settings (another crop

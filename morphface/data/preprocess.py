@@ -7,21 +7,41 @@ Input: ``VIDEO_DIR/<identity>/<video>/<clip>.mp4`` (any container ffmpeg reads) 
 
 Per clip:
 
-1. **Landmarks** are detected on every frame (streamed, never the whole clip in memory); frames
-   without a face get landmarks interpolated from their neighbours; a clip with no face at all is
-   an error (:class:`~morphface.errors.NoFaceError`).
+1. **Landmarks** are detected on every frame (streamed, never the whole clip in memory); a clip
+   with no face at all is an error (:class:`~morphface.errors.NoFaceError`). **Frames without a
+   face** are never dropped silently: those before the first and after the last detection are
+   **trimmed** from the cached clip (a blank or turned-away start would otherwise be cached with a
+   made-up fit), those in between are **kept** with landmarks interpolated linearly from their
+   neighbours. Both are reported: a warning (stderr and the error log) and ``meta.json``'s
+   ``source_frames``, ``source_start`` (cached frame ``i`` is source frame ``source_start + i``) and
+   ``no_face`` (``{"leading", "trailing", "interior": [cached indices], "handling"}``).
 2. **One crop per clip**: each frame's box (:func:`~morphface.fitting.crop_box_from_landmarks`,
    side ``crop_scale`` x the landmark box, centre raised by ``crop_shift``) and the square around
    their union (:func:`~morphface.fitting.smooth_crop_track`), so the background does not jitter.
 3. **Fit**: the landmarks are mapped into the crop with the crop transform (no second
    detection) and :func:`~morphface.fitting.fit_video` fits one identity and per-frame expression
-   and pose in the crop's pixel coordinates.
+   and pose in the crop's pixel coordinates, unsmoothed; its temporal smoothing
+   (:func:`~morphface.fitting.video.smooth_video_fit`, weight ``smoothness``) is applied after, so
+   that the statistics see the fit before and after it (the cached fit is the same as
+   ``fit_video(..., smoothness=smoothness)``).
 4. **Frames**: the clip is decoded again and every frame cropped to ``size x size``
    (:meth:`~morphface.fitting.CropTransform.crop`, area-averaged when shrinking) into
    ``frames.mp4`` (or ``frames/%06d.jpg``).
 5. **Audio** (videos with an audio track): :func:`~morphface.audio.frame_aligned_features`
-   (``k = 2``, 27 MFCC-based values per part) for exactly the clip's frames.
-6. ``meta.json`` last (atomically): the clip is complete.
+   (``k = 2``, 27 MFCC-based values per part) for the source's frames, cut to the kept ones.
+6. ``meta.json`` last (atomically): the clip is complete. Its ``stats`` hold the clip's quality
+   numbers (:mod:`~morphface.data.clip_stats`, all pixels in crop pixels, only frames with a
+   detected face counted): ``fit_rmse_px`` / ``fit_rmse_raw_px`` (mean per-frame landmark RMSE of
+   the smoothed / unsmoothed fit), ``landmark_jitter_detector_px``, ``landmark_jitter_raw_fit_px``,
+   ``landmark_jitter_fit_px`` (RMS second difference of the detector's landmarks, of the unsmoothed
+   and of the cached fit's projected landmarks, px/frame^2), ``pose_jitter_raw_fit_deg`` /
+   ``pose_jitter_fit_deg`` (the same for pitch, yaw and roll combined, deg/frame^2; per angle in
+   ``..._pyr``), ``jitter_triplets`` (frame triplets counted).
+
+**Summary**: at the end of a run the table of all complete clips
+(:func:`~morphface.data.clip_stats.summary_table`, rebuilt from their ``meta.json``, so a resumed
+run covers the clips of earlier runs too) is written atomically to ``CACHE/preprocess_summary.md``
+and returned in :class:`PreprocessSummary` (the CLI prints it).
 
 **Resumable**: complete clips are skipped; a folder without ``meta.json`` (a run killed while
 writing it) is deleted and redone. The settings that shape a clip (``size``, ``crop_scale``,
@@ -55,6 +75,7 @@ import torch
 from torch import Tensor
 
 from ..errors import AudioReadError, ImageReadError, NoFaceError, TruncatedVideoWarning
+from ..io import atomic_write
 from .cache import (
     CACHE_VERSION,
     PARAMS_NAME,
@@ -62,12 +83,14 @@ from .cache import (
     is_complete,
     load_cache_model,
     prepare_clip_folder,
+    read_meta,
     save_audio_features,
     write_meta,
 )
+from .clip_stats import SUMMARY_NAME, face_runs, landmark_jitter, pose_jitter, rms, summary_table
 
 __all__ = ["PreprocessConfig", "ClipSource", "PreprocessSummary", "discover_clips", "preprocess_clip",
-           "preprocess_tree", "ERROR_LOG"]
+           "preprocess_tree", "clip_statistics", "write_summary", "ERROR_LOG", "SUMMARY_NAME"]
 
 VIDEO_EXTS = {".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v"}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
@@ -145,12 +168,14 @@ class ClipSource(NamedTuple):
 
 
 class PreprocessSummary(NamedTuple):
-    """What a run did: clip folders written now, clip folders already complete (skipped), and
-    ``(source, "ErrorType: message")`` for each clip that failed."""
+    """What a run did: clip folders written now, clip folders already complete (skipped),
+    ``(source, "ErrorType: message")`` for each clip that failed, and ``table``, the markdown
+    summary of every complete clip of the cache (also in ``CACHE/preprocess_summary.md``)."""
 
     written: list[Path]
     skipped: list[Path]
     failed: list[tuple[Path, str]]
+    table: str = ""
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -237,7 +262,7 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
         folder is removed first.
     """
     from ..fitting import CropTransform, crop_box_from_landmarks, fit_video, smooth_crop_track
-    from ..fitting.video import detect_video_landmarks, interpolate_missing
+    from ..fitting.video import detect_video_landmarks, interpolate_missing, smooth_video_fit
 
     dest = source.destination(cache)
     if is_complete(dest):
@@ -261,30 +286,44 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
                 truncated = w.message
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-        T = lms.shape[0]
+        T_source = lms.shape[0]
         if truncated is not None:
-            warn(f"{path}: truncated video: cached the {T} frames that decode, of the {truncated.expected} "
+            warn(f"{path}: truncated video: cached the {T_source} frames that decode, of the {truncated.expected} "
                  f"its header announces")
         if not bool(found.any()):
-            raise NoFaceError(f"{path}: no face found in any of its {T} frames")
+            raise NoFaceError(f"{path}: no face found in any of its {T_source} frames")
+        runs = face_runs(found)
+        start, stop = runs.leading, T_source - runs.trailing
+        no_face = _no_face_record(runs, start)
+        if runs.leading or runs.trailing:
+            warn(f"{path}: no face in the first {runs.leading} and the last {runs.trailing} of its {T_source} "
+                 f"frames: trimmed, cached frames {start}..{stop - 1}")
+        if runs.interior:
+            warn(f"{path}: no face in {len(runs.interior)} frame(s) between detections (source frames "
+                 f"{_ranges(runs.interior)}): kept, landmarks interpolated from their neighbours")
+        lms, found = lms[start:stop], found[start:stop]
+        T = stop - start
         boxes = crop_box_from_landmarks(lms, scale=config.crop_scale, shift=config.crop_shift)
         boxes[~found] = float("nan")
         box = smooth_crop_track(boxes, mode=config.crop_mode)
         transform = CropTransform.from_box(box, config.size)
         crop_lms = transform.apply(interpolate_missing(lms, found))  # (T, 68, 2); the batch-1 map broadcasts
         S = config.size
-        fit = fit_video(model, None, landmarks=crop_lms, image_size=(S, S), smoothness=config.smoothness,
-                        progress=False, name=str(path))
+        raw = fit_video(model, None, landmarks=crop_lms, image_size=(S, S), smoothness=0.0, progress=False,
+                        name=str(path))
+        fit = smooth_video_fit(model, raw, crop_lms, config.smoothness)
+        fit.check_finite()
+        stats = clip_statistics(crop_lms, found, raw, fit)
 
         prepare_clip_folder(dest)
-        written = _write_frames(path, dest, transform, fps, config)
-        if written != T:
-            raise ImageReadError(f"{path}: decoded {T} frames for detection but {written} for cropping")
+        decoded, written = _write_frames(path, dest, transform, fps, config, start, stop)
+        if decoded != T_source or written != T:
+            raise ImageReadError(f"{path}: decoded {T_source} frames for detection but {decoded} for cropping")
         fit.save(dest / PARAMS_NAME)
         audio = False
         if has_audio and config.audio:
             try:
-                save_audio_features(dest, _audio_features(path, fps, T))
+                save_audio_features(dest, _audio_features(path, fps, T_source)[start:stop])
                 audio = True
             except AudioReadError as e:
                 warn(f"{path}: audio skipped: {e}")
@@ -294,6 +333,7 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
             "original_size": [int(H), int(W)], "detected_frames": int(found.sum()),
             "landmark_rmse": float(fit.residuals.mean()), "truncated": truncated is not None,
             **({"expected_frames": truncated.expected} if truncated is not None else {}),
+            "source_frames": int(T_source), "source_start": int(start), "no_face": no_face, "stats": stats,
         })
     except Exception:
         if dest.exists() and not is_complete(dest):
@@ -302,29 +342,100 @@ def preprocess_clip(source: ClipSource, cache: str | Path, config: PreprocessCon
     return dest
 
 
-def _write_frames(path: Path, dest: Path, transform, fps: float, config: PreprocessConfig) -> int:
-    """Crop every frame into the clip folder; returns the number of frames written."""
+def _ranges(indices: list[int]) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3-5, 9"``."""
+    parts: list[str] = []
+    for i in indices:
+        if parts and int(parts[-1].split("-")[-1]) == i - 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{i}"
+        else:
+            parts.append(str(i))
+    return ", ".join(parts)
+
+
+def _no_face_record(runs, start: int) -> dict:
+    """``meta.json``'s ``no_face``: counts, the interior frames in cached indexing, what was done."""
+    interior = [i - start for i in runs.interior]
+    handling = []
+    if runs.leading or runs.trailing:
+        handling.append(f"no face before the first / after the last detection: {runs.leading} / "
+                        f"{runs.trailing} frame(s) trimmed")
+    if interior:
+        handling.append(f"{len(interior)} frame(s) between detections kept, landmarks interpolated")
+    return {"leading": int(runs.leading), "trailing": int(runs.trailing), "interior": interior,
+            "handling": "; ".join(handling) or "none: a face in every frame"}
+
+
+def _finite_or_none(v: float) -> float | None:
+    return None if v != v else float(v)  # NaN (too few frames) -> JSON null
+
+
+def clip_statistics(landmarks: Tensor, found: Tensor, raw, fit) -> dict:
+    """The ``stats`` of a clip's ``meta.json`` (module doc, step 6; definitions in
+    :mod:`~morphface.data.clip_stats`).
+
+    Args:
+        landmarks: ``(T, L, 2)`` the detector's landmarks in crop pixels (interpolated where not found).
+        found: ``(T,)`` frames with a detected face; only those count (RMSE) and only triplets of
+            them (jitter).
+        raw, fit: the clip's :class:`~morphface.fitting.FitResult` before and after temporal
+            smoothing (``landmarks`` ``(T, L, 2)`` projected, ``residuals`` ``(T,)`` px).
+
+    Returns:
+        A JSON-ready dict; NaN values (fewer than 3 frames) are ``None``.
+    """
+    found = torch.as_tensor(found, dtype=torch.bool)
+    pose_raw = pose_jitter(raw.euler_degrees, found)
+    pose_fit = pose_jitter(fit.euler_degrees, found)
+    triplets = int((found[2:] & found[1:-1] & found[:-2]).sum()) if found.numel() >= 3 else 0
+    return {
+        "fit_rmse_px": float(fit.residuals[found].mean()),
+        "fit_rmse_raw_px": float(raw.residuals[found].mean()),
+        "landmark_jitter_detector_px": _finite_or_none(landmark_jitter(landmarks, found)),
+        "landmark_jitter_raw_fit_px": _finite_or_none(landmark_jitter(raw.landmarks, found)),
+        "landmark_jitter_fit_px": _finite_or_none(landmark_jitter(fit.landmarks, found)),
+        "pose_jitter_raw_fit_deg": _finite_or_none(rms(pose_raw)),
+        "pose_jitter_fit_deg": _finite_or_none(rms(pose_fit)),
+        "pose_jitter_raw_fit_deg_pyr": [_finite_or_none(v) for v in pose_raw.tolist()],
+        "pose_jitter_fit_deg_pyr": [_finite_or_none(v) for v in pose_fit.tolist()],
+        "jitter_triplets": triplets,
+    }
+
+
+def _write_frames(path: Path, dest: Path, transform, fps: float, config: PreprocessConfig, start: int,
+                  stop: int) -> tuple[int, int]:
+    """Crop source frames ``start..stop-1`` into the clip folder; returns (frames decoded, frames written)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncatedVideoWarning)  # reported by the detection pass already
-        return _crop_frames(path, dest, transform, fps, config)
+        return _crop_frames(path, dest, transform, fps, config, start, stop)
 
 
-def _crop_frames(path: Path, dest: Path, transform, fps: float, config: PreprocessConfig) -> int:
+def _crop_frames(path: Path, dest: Path, transform, fps: float, config: PreprocessConfig, start: int,
+                 stop: int) -> tuple[int, int]:
     from ..io import VideoWriter, write_image
     from .cache import FRAMES_DIR, FRAMES_VIDEO
 
-    count = 0
-    if config.frames_format == "mp4":
-        with VideoWriter(dest / FRAMES_VIDEO, fps, crf=config.crf) as writer:
-            for block in _iter_frames(path, config.chunk):
-                writer.write(transform.crop(block).clamp(0, 1))
-                count += block.shape[0]
-    else:
+    decoded = written = 0
+    writer = VideoWriter(dest / FRAMES_VIDEO, fps, crf=config.crf) if config.frames_format == "mp4" else None
+    try:
         for block in _iter_frames(path, config.chunk):
-            for frame in transform.crop(block).clamp(0, 1):
-                write_image(dest / FRAMES_DIR / f"{count:06d}.jpg", frame, quality=95)
-                count += 1
-    return count
+            n = block.shape[0]
+            keep = block[max(start - decoded, 0):max(min(stop - decoded, n), 0)]
+            decoded += n
+            if keep.shape[0] == 0:
+                continue
+            crops = transform.crop(keep).clamp(0, 1)
+            if writer is not None:
+                writer.write(crops)
+                written += crops.shape[0]
+            else:
+                for frame in crops:
+                    write_image(dest / FRAMES_DIR / f"{written:06d}.jpg", frame, quality=95)
+                    written += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    return decoded, written
 
 
 # ------------------------------------------------------------------------------------------ pool
@@ -430,4 +541,34 @@ def preprocess_tree(video_root: str | Path, cache: str | Path, config: Preproces
                     bar.update(1)
     finally:
         bar.close()
-    return PreprocessSummary(written=written, skipped=skipped, failed=failed)
+    table = write_summary(cache, failed, size=config.size)
+    return PreprocessSummary(written=written, skipped=skipped, failed=failed, table=table)
+
+
+def write_summary(cache: str | Path, failed: list[tuple[Path, str]] = (), size: int | None = None) -> str:
+    """Rebuild the summary table (:func:`~morphface.data.clip_stats.summary_table`) of every complete
+    clip of ``cache`` from its ``meta.json`` and write it atomically to ``cache/preprocess_summary.md``.
+
+    Args:
+        cache: the cache root.
+        failed: ``(source, message)`` of the clips that failed in this run (listed under the table).
+        size: the crop side, for the legend.
+
+    Returns:
+        The markdown text written. A clip whose ``meta.json`` cannot be read is listed with the failures.
+    """
+    cache = Path(cache)
+    clips, bad = [], [(str(s), m) for s, m in failed]
+    for meta_path in sorted(cache.glob("*/*/*/meta.json")):
+        folder = meta_path.parent
+        try:
+            clips.append(("/".join(folder.relative_to(cache).parts), read_meta(folder)))
+        except ValueError as e:
+            bad.append((str(folder), f"unreadable meta.json: {e}"))
+    text = summary_table(clips, bad, size=size)
+
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    atomic_write(cache / SUMMARY_NAME, write)
+    return text

@@ -39,7 +39,7 @@ from .landmark_fit import fit_landmarks, spd_solve
 from .photometric import fit_photometric
 from .result import FitResult
 
-__all__ = ["fit_video", "detect_video_landmarks", "smooth_sequence", "interpolate_missing"]
+__all__ = ["fit_video", "detect_video_landmarks", "smooth_sequence", "smooth_video_fit", "interpolate_missing"]
 
 
 def _chunks(frames, chunk: int) -> Iterator[Tensor]:
@@ -87,6 +87,43 @@ def smooth_sequence(x: Tensor, strength: float) -> Tensor:
     D[idx, idx], D[idx, idx + 1], D[idx, idx + 2] = 1.0, -2.0, 1.0
     A = torch.eye(T, dtype=torch.float64) + strength * D.T @ D
     return spd_solve(A, x.to(torch.float64)).to(x.dtype)
+
+
+def smooth_video_fit(model: MorphableModel, fit: FitResult, landmarks: Tensor, smoothness: float,
+                     vertex_ids: Tensor | None = None) -> FitResult:
+    """The temporal pass of :func:`fit_video` (module doc, step 3) on a per-frame fit.
+
+    Expression, Euler angles and translation are Whittaker-smoothed with weight ``smoothness``
+    (:func:`smooth_sequence`; blendshape weights clamped to [0, 1] afterwards), then the model
+    landmarks are projected again and the residuals recomputed. ``fit_video(..., smoothness=s)``
+    equals ``smooth_video_fit(model, fit_video(..., smoothness=0), landmarks, s)``, which gives
+    callers the fit both before and after smoothing for the price of one fit.
+
+    Args:
+        model: the model the fit refers to.
+        fit: ``T`` per-frame fits of one clip, in time order.
+        landmarks: ``(T, L, 2)`` the target landmarks in pixels (for the residuals).
+        smoothness: weight of the second-difference prior (0: no smoothing, only re-projection).
+        vertex_ids: ``(L,)`` model vertex per landmark (``-1``: none); default ``model.landmarks``.
+
+    Returns:
+        A new :class:`FitResult` (``fit`` is not modified) whose ``landmarks`` are ``(T, L, 2)``
+        pixels and ``residuals`` ``(T,)`` RMSE in pixels over the landmarks that have a vertex.
+    """
+    from dataclasses import replace
+
+    ids = model.landmarks if vertex_ids is None else vertex_ids
+    lms = torch.as_tensor(landmarks, dtype=torch.float32)
+    exp = smooth_sequence(fit.exp_coeffs, smoothness)
+    if model.exp_kind == "blendshape":
+        exp = exp.clamp(0.0, 1.0)
+    out = replace(fit, exp_coeffs=exp, angles=smooth_sequence(fit.angles, smoothness),
+                  translation=smooth_sequence(fit.translation, smoothness), history=list(fit.history))
+    cam_pts, _ = out.camera.project(out.vertices(model)[:, ids.clamp(min=0)])
+    out.landmarks = cam_pts
+    known = (ids >= 0).to(cam_pts)  # points with no vertex (missing landmarks, unknown table rows)
+    out.residuals = ((((cam_pts - lms) ** 2).sum(-1) * known).sum(1) / known.sum().clamp(min=1)).sqrt()
+    return out
 
 
 def detect_video_landmarks(
@@ -199,17 +236,9 @@ def fit_video(
 
     pick = torch.linspace(0, T - 1, min(T, identity_frames)).round().long().unique()
     identity = fit_landmarks(model, lms[pick], image_size, shared_identity=True, **fit_kwargs).id_coeffs[:1]
-    fit = FitResult.cat([fit_landmarks(model, lms[i:i + chunk], image_size, id_coeffs=identity, **fit_kwargs)
+    raw = FitResult.cat([fit_landmarks(model, lms[i:i + chunk], image_size, id_coeffs=identity, **fit_kwargs)
                          for i in range(0, T, chunk)])
-    fit.exp_coeffs = smooth_sequence(fit.exp_coeffs, smoothness)
-    if model.exp_kind == "blendshape":
-        fit.exp_coeffs = fit.exp_coeffs.clamp(0.0, 1.0)
-    fit.angles = smooth_sequence(fit.angles, smoothness)
-    fit.translation = smooth_sequence(fit.translation, smoothness)
-    cam_pts, _ = fit.camera.project(fit.vertices(model)[:, ids.clamp(min=0)])
-    fit.landmarks = cam_pts
-    known = (ids >= 0).to(cam_pts)  # points with no vertex (missing landmarks, unknown table rows)
-    fit.residuals = ((((cam_pts - lms) ** 2).sum(-1) * known).sum(1) / known.sum().clamp(min=1)).sqrt()
+    fit = smooth_video_fit(model, raw, lms, smoothness, vertex_ids=ids)
 
     if photometric_steps > 0:
         if frames is None:

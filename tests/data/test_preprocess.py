@@ -101,6 +101,10 @@ def test_interrupted_run_resumes(tmp_path, synth_videos, monkeypatch):
     summary = preprocess_tree(src, cache, CONFIG, progress=False)
     assert summary.skipped == [first] and summary.written == [second] and not summary.failed
     assert {p.name: p.stat().st_mtime_ns for p in first.iterdir()} == stamps  # not redone
+    # the summary of the resumed run covers the clip of the first run too, with its statistics
+    rows = [line for line in summary.table.splitlines() if line.startswith("| idA/v0/")]
+    assert [r.split(" | ")[0] for r in rows] == ["| idA/v0/c0", "| idA/v0/c1"] and "| - |" not in rows[0]
+    assert (cache / pp.SUMMARY_NAME).read_text() == summary.table
     for clip, truth in zip((first, second), synth_videos):
         meta = json.loads((clip / META_NAME).read_text())
         assert meta["num_frames"] == 6 and meta["size"] == 96 and meta["audio"] is False
