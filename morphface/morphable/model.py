@@ -399,9 +399,13 @@ class MorphableModel(nn.Module):
         if missing:
             raise ModelFormatError(f"{path}: missing tensors {missing}")
         for key, t in tensors.items():
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            # A float64 sum is finite when every value is (one pass, no mask); the exact count only otherwise
+            # (a float64 tensor of huge finite values may overflow the sum: then nothing is bad).
+            if t.is_floating_point() and not bool(torch.isfinite(t.sum(dtype=torch.float64))):
                 bad = int((~torch.isfinite(t)).sum())
-                raise ModelFormatError(f"{path}: tensor {key!r} contains NaN or inf ({bad} of {t.numel()} values)")
+                if bad:
+                    raise ModelFormatError(f"{path}: tensor {key!r} contains NaN or inf ({bad} of {t.numel()} "
+                                           "values)")
 
         def opt(k):
             t = tensors.get(k)
