@@ -711,6 +711,12 @@ def pipeline_setup(ctx: Ctx, name: str, size: int) -> tuple[Any, dict[str, Any],
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        if ctx.quick:  # hourglass depths (kp3d) must fit the quick image size: two levels
+            from morphface.train.registry import _PIPELINES, _resolve
+
+            defaults = getattr(_resolve(_PIPELINES[name]), "__self__", None)
+            fields = getattr(getattr(defaults, "config_class", None), "__dataclass_fields__", {})
+            wanted.update({k: 2 for k in ("keypoint_blocks", "motion_blocks") if k in fields})
         try:  # a pipeline of the data contract takes these fields (ReenactorConfig) ...
             pipe = build_pipeline(name, wanted)
         except (TypeError, ValueError):  # ... others (toy_gan) are built at their defaults, then adjusted
@@ -742,8 +748,12 @@ def inference_call(pipe: Any, batch: dict[str, Any]) -> Callable[[], Any]:
     frames' 3D renders removed, so they are made on the fly as in ``reenact``), ``pipe.generate(batch["cond"])``
     for toy pipelines."""
     if "source" in batch:
+        from morphface.pipelines import MorphableReenactor
+
+        # 3DMM pipelines render the driving conditioning from its parameters; image-driven ones need the frames
+        image_driven = not isinstance(pipe, MorphableReenactor)
         inputs = {k: v for k, v in batch.items() if not k.startswith(("driving_ncc", "driving_mask", "driving_uv"))
-                  and k != "driving"}
+                  and (k != "driving" or image_driven)}
         return lambda: pipe.generate(inputs)
     if "cond" in batch:
         return lambda: pipe.generate(batch["cond"])

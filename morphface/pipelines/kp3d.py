@@ -181,7 +181,7 @@ class KeypointGANConfig(MorphableReenactorConfig):
             raise ValueError(f"parser must be one of {PARSER_MODES}; got {self.parser!r}")
         if self.num_keypoints < 1:
             raise ValueError(f"num_keypoints must be >= 1; got {self.num_keypoints}")
-        for name, blocks, factor in (("keypoint_blocks", self.keypoint_blocks, 16),
+        for name, blocks, factor in (("keypoint_blocks", self.keypoint_blocks, 4),
                                      ("motion_blocks", self.motion_blocks, 4)):
             if self.image_size % (factor * 2 ** blocks):
                 raise ValueError(f"image_size {self.image_size} must be a multiple of {factor * 2 ** blocks} for "
