@@ -106,6 +106,7 @@ class X2FaceConfig(ReenactorConfig):
     depth: int = 8
     norm: str = "batch"
     vector_dim: int = 128
+    flow_scale: float = 1.0
     audio_dim: int = 108
     identity_loss: str = "auto"
     identity_weights: str | None = None
@@ -146,7 +147,8 @@ class X2Face(Reenactor):
         cfg = self.config
         gen = X2FaceGenerator(X2FaceGeneratorConfig(
             image_size=cfg.image_size, base_channels=cfg.base_channels, max_channels=cfg.max_channels,
-            depth=cfg.depth, norm=cfg.norm, width=cfg.width, vector_dim=cfg.vector_dim))
+            depth=cfg.depth, norm=cfg.norm, width=cfg.width, vector_dim=cfg.vector_dim,
+            flow_scale=cfg.flow_scale))
         self.nets = nn.ModuleDict({"generator": gen, "maps": DrivingVectorMaps(cfg.vector_dim, cfg.audio_dim)})
         self._skip_notice = False
         self.identity = self._build_identity()

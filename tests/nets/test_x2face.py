@@ -60,6 +60,60 @@ def test_nonzero_flow_moves_pixels_and_the_fresh_generator_starts_at_the_identit
     assert out.driving_flow.abs().max() > 0.1 and (out.image - src).abs().mean() > 1e-3
 
 
+def test_flow_scale_bounds_and_scales_the_flows():
+    src, drv = _img(2, 3, S, S), _img(2, 3, S, S, seed=1)
+    flows = {}
+    for scale in (1.0, 0.25):
+        torch.manual_seed(0)
+        gen = _generator(flow_scale=scale)
+        _randomise(gen)
+        with torch.no_grad():
+            for head in (gen.embedding.head[-1], gen.driving.head[-1]):
+                head.weight.mul_(50)  # saturate the tanh somewhere
+        out = gen(src, drv)
+        flows[scale] = (out.embedding_flow, out.driving_flow)
+        for f in flows[scale]:
+            assert f.abs().max() <= scale * S + 1e-4 and f.abs().max() > 0.9 * scale * S
+    for big, small in zip(flows[1.0], flows[0.25]):  # the same network: flows in proportion
+        assert torch.allclose(small, 0.25 * big, atol=1e-4)
+    with pytest.raises(ValueError, match="flow_scale"):
+        _generator(flow_scale=0.0)
+
+
+def _discs(dx: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, S, S)``: a soft disc of radius 6 px and colour ``(B, 3)`` centred ``dx (B,)`` px right of the middle."""
+    y, x = torch.meshgrid(torch.arange(S) + 0.5, torch.arange(S) + 0.5, indexing="ij")
+    inside = torch.sigmoid((36 - (x - S / 2 - dx[:, None, None]) ** 2 - (y - S / 2) ** 2) / 6)
+    return inside[:, None] * colour[:, :, None, None]
+
+
+def test_the_driving_path_learns_a_global_shift_from_the_driving_frame():
+    """The flaw of the first small X2Face: its instance-normalised driving decoder removed each channel's
+    per-sample mean at every level, so the driving vector's influence shrank ~4x a level and the decoded
+    flow was the same for every driving frame. Here the source is a centred disc and the driving frame the
+    disc moved by ``dx``: only the driving path can know ``dx``, and its flow must come to undo it."""
+    torch.manual_seed(0)
+    gen = X2FaceGenerator(X2FaceGeneratorConfig(image_size=S, base_channels=8, max_channels=32, depth=5,
+                                                norm="batch", vector_dim=8, flow_scale=0.25))
+    opt = torch.optim.Adam(gen.parameters(), lr=2e-3)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(100):
+        dx, colour = (torch.rand(16, generator=g) * 2 - 1) * 4, torch.rand(16, 3, generator=g) * 1.6 - 0.8
+        loss = (gen(_discs(torch.zeros(16), colour), drv := _discs(dx, colour)).image - drv).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    gen.eval()
+    dx, colour = torch.linspace(-4, 4, 9), torch.full((9, 3), 0.7)
+    src, drv = _discs(torch.zeros(9), colour), _discs(dx, colour)
+    with torch.no_grad():
+        out = gen(src, drv)
+    shift = out.driving_flow[:, 0, 8:24, 8:24].mean((1, 2))  # backward flow: about -dx
+    assert torch.corrcoef(torch.stack([shift, -dx]))[0, 1] > 0.9, shift
+    assert shift[0] - shift[-1] > 4  # pixels: the flow spans most of the 8 px of motion
+    assert (out.image - drv).abs().mean() < 0.5 * (src - drv).abs().mean()
+
+
 def test_multi_source_embedded_face_is_the_mean_of_the_single_ones():
     gen = _generator()
     _randomise(gen)
