@@ -184,34 +184,16 @@ class EmbeddingNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class DrivingNetConfig:
-    """Sizes of :class:`DrivingNet`.
+class DrivingNetConfig(EmbeddingNetConfig):
+    """Sizes of :class:`DrivingNet`: those of :class:`EmbeddingNetConfig` (encoder and mirrored decoder, flow
+    bound) plus ``vector_dim``, the length of the driving vector (the paper: 128)."""
 
-    Attributes:
-        image_size: side of the square input (a power of two).
-        base_channels, max_channels, depth, norm, width: of the encoder and the mirrored decoder, as in
-            :class:`EmbeddingNetConfig`.
-        vector_dim: length of the driving vector (the paper: 128).
-        flow_scale: largest displacement as a fraction of the image side (as in :class:`EmbeddingNetConfig`).
-    """
-
-    image_size: int = 256
-    base_channels: int = 64
-    max_channels: int = 512
-    depth: int = 8
-    norm: str = "batch"
-    width: float = 1.0
     vector_dim: int = 128
-    flow_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}; got {self.norm!r}")
-        if not self.flow_scale > 0:
-            raise ValueError(f"flow_scale must be > 0; got {self.flow_scale}")
+        super().__post_init__()
         if self.vector_dim < 1:
             raise ValueError(f"vector_dim must be >= 1; got {self.vector_dim}")
-        _levels(self.image_size, self.depth)
 
 
 class DrivingNet(nn.Module):
@@ -293,7 +275,7 @@ class X2FaceGenerator(nn.Module):
         self.embedding = EmbeddingNet(EmbeddingNetConfig(c.image_size, c.base_channels, c.max_channels, c.depth,
                                                          c.norm, c.width, c.flow_scale))
         self.driving = DrivingNet(DrivingNetConfig(c.image_size, c.base_channels, c.max_channels, c.depth, c.norm,
-                                                   c.width, c.vector_dim, c.flow_scale))
+                                                   c.width, c.flow_scale, vector_dim=c.vector_dim))
 
     def embed(self, sources: Tensor) -> tuple[Tensor, Tensor]:
         """Embedded face of one or several source frames per sample.
