@@ -13,9 +13,10 @@ landmark box area. Pose columns need ``.mat`` files.
 
 Printed per method: detection rate, slope (fitted on true) and MAE in degrees for pitch, yaw and
 roll, and the 68-point NME (%) of the fitted model's landmarks (for ``mp68 raw``: MediaPipe's own 68).
-Methods: ``dense`` (``fit_image``'s default: MediaPipe's 468 points, rotation from the rigid fit with
-MediaPipe's depth, then shape), ``dense joint 2D`` (the fit before issue 21: everything at once, no
-depth), ``mp68`` (MediaPipe's 68 points), ``dlib68`` (dlib, when installed).
+Methods: ``dense`` (``fit_image``'s default: MediaPipe's 468 points with its depth column),
+``pose='rigid'`` (rotation from the mean shape), ``dense 2D only`` (no depth), ``old table`` (with
+``--table``: e.g. the photo-estimated table used before issue 21, 2D only: the fit before), ``mp68``
+(MediaPipe's 68 points), ``dlib68`` (dlib's HOG detector + 68 points, when installed).
 
     python bench/fit_real.py [--folder DIR] [--table OLD.npz] [--signs 1,1,1] [--n-people 3]
 """
@@ -78,23 +79,25 @@ def folder_samples(folder: Path, signs: tuple[float, float, float]):
         yield read_image(img), ann.angles, ann.landmarks
 
 
-def evaluate(samples, detectors: dict, model, table_old=None) -> list[list]:
-    """Detect, fit and score every sample with every method; one table row per method."""
-    results: dict[str, dict[str, list]] = {}
-    n = 0
+def evaluate(samples, detectors: dict, model, table_old=None) -> tuple[dict, list]:
+    """Detect, fit and score every sample with every method.
 
-    def add(name, angles, pred_angles, lm_true, lm_pred):
-        r = results.setdefault(name, {"t": [], "p": [], "nme": []})
-        if angles is not None and pred_angles is not None:
-            r["t"].append(angles)
-            r["p"].append(pred_angles)
-        r["nme"].append(float(landmark_nme(lm_pred[None], lm_true[None])[0]))
+    Returns:
+        ``{method: [(sample index, true angles or None, fitted angles or None, NME), ...]}`` and the
+        true angles of every sample (or ``None``), in order.
+    """
+    results: dict[str, list] = {}
+    truth = []
+
+    def add(name, k, angles, pred_angles, lm_true, lm_pred):
+        nme = float(landmark_nme(lm_pred[None], lm_true[None])[0])
+        results.setdefault(name, []).append((k, angles, pred_angles, nme))
 
     def model68(fit):
         return fit.camera.project(fit.vertices(model)[:, model.landmarks])[0][0]
 
-    for image, angles, lm_true in samples:
-        n += 1
+    for k, (image, angles, lm_true) in enumerate(samples):
+        truth.append(angles)
         H, W = image.shape[-2:]
         if "mediapipe" in detectors:
             faces = detectors["mediapipe"].detect(image)
@@ -102,31 +105,43 @@ def evaluate(samples, detectors: dict, model, table_old=None) -> list[list]:
                 face = max(faces, key=lambda f: f.area)
                 pts = dense_points([face], depth=True)
                 fit = fit_dense_landmarks(model, pts, (H, W))
-                add("dense", angles, fit.angles[0], lm_true, model68(fit))
-                fit = fit_dense_landmarks(model, pts[..., :2], (H, W), pose="joint")
-                add("dense joint 2D", angles, fit.angles[0], lm_true, model68(fit))
+                add("dense (fit_image default)", k, angles, fit.angles[0], lm_true, model68(fit))
+                fit = fit_dense_landmarks(model, pts, (H, W), pose="rigid")
+                add("dense, pose='rigid'", k, angles, fit.angles[0], lm_true, model68(fit))
+                fit = fit_dense_landmarks(model, pts[..., :2], (H, W))
+                add("dense 2D only", k, angles, fit.angles[0], lm_true, model68(fit))
                 if table_old is not None:
-                    fit = fit_dense_landmarks(model, pts[..., :2], (H, W), correspondence=table_old, pose="joint")
-                    add("dense joint 2D, old table", angles, fit.angles[0], lm_true, model68(fit))
+                    fit = fit_dense_landmarks(model, pts[..., :2], (H, W), correspondence=table_old)
+                    add("dense 2D, old table (before)", k, angles, fit.angles[0], lm_true, model68(fit))
                 fit = fit_landmarks(model, face.landmarks_2d[None], (H, W))
-                add("mp68", angles, fit.angles[0], lm_true, model68(fit))
-                add("mp68 raw (detector's points)", None, None, lm_true, face.landmarks_2d)
+                add("mp68", k, angles, fit.angles[0], lm_true, model68(fit))
+                add("mp68 raw (detector's points)", k, None, None, lm_true, face.landmarks_2d)
         if "dlib" in detectors:
             faces = detectors["dlib"].detect(image)
             if faces:
                 face = max(faces, key=lambda f: f.area)
                 fit = fit_landmarks(model, face.landmarks_2d[None], (H, W))
-                add("dlib68", angles, fit.angles[0], lm_true, model68(fit))
+                add("dlib68", k, angles, fit.angles[0], lm_true, model68(fit))
+    return results, truth
+
+
+def table_rows(results: dict, truth: list, keep=None) -> list[list]:
+    """One row per method over the samples ``keep`` (indices; default all)."""
+    keep = set(range(len(truth))) if keep is None else set(keep)
     rows = []
-    for name, r in results.items():
-        row = [name, f"{len(r['nme'])}/{n}"]
-        if len(r["t"]) >= 2:
-            slope, mae = angle_slope_mae(torch.stack(r["t"]) * (180 / math.pi), torch.stack(r["p"]) * (180 / math.pi))
+    for name, recs in results.items():
+        recs = [r for r in recs if r[0] in keep]
+        row = [name, f"{len(recs)}/{len(keep)}"]
+        posed = [r for r in recs if r[1] is not None and r[2] is not None]
+        if len(posed) >= 2:
+            t = torch.stack([r[1] for r in posed]) * (180 / math.pi)
+            p = torch.stack([r[2] for r in posed]) * (180 / math.pi)
+            slope, mae = angle_slope_mae(t, p)
             for j in range(3):
                 row += [float(slope[j]), float(mae[j])]
         else:
             row += ["-"] * 6
-        row.append(100 * sum(r["nme"]) / max(1, len(r["nme"])))
+        row.append(100 * sum(r[3] for r in recs) / max(1, len(recs)))
         rows.append(row)
     return rows
 
@@ -153,18 +168,18 @@ def main() -> None:
     if args.folder is not None:
         signs = tuple(float(v) for v in args.signs.split(","))
         print(f"{args.folder}: annotated photos")
-        print_table(headers, evaluate(folder_samples(args.folder, signs), detectors, model, table_old))
+        results, truth = evaluate(folder_samples(args.folder, signs), detectors, model, table_old)
+        print_table(headers, table_rows(results, truth))
         return
     for label, first in (("development set", 0), ("evaluation set", 100)):
         people = range(first, first + args.n_people)
         print(f"\nsynthetic renders, {label}: people {first}-{first + args.n_people - 1}, 25 poses each, 256^2 "
               "(pitch -40..40, yaw -70..70, +-5 jitter); angles in degrees")
-        print_table(headers, evaluate(synthetic_samples(people), detectors, model, table_old))
-        inner = [(p, y) for p in PITCHES for y in YAWS if abs(y) <= 35]
-        print(f"  same set, |yaw| <= 40 only ({len(inner)} of 25 poses per person):")
-        keep = torch.tensor([abs(y) <= 35 for p in PITCHES for y in YAWS])
-        sub = ((img, a, lm) for k, (img, a, lm) in enumerate(synthetic_samples(people)) if keep[k % 25])
-        print_table(headers, evaluate(sub, detectors, model, table_old))
+        results, truth = evaluate(synthetic_samples(people), detectors, model, table_old)
+        print_table(headers, table_rows(results, truth))
+        inner = [k for k, a in enumerate(truth) if abs(math.degrees(float(a[1]))) <= 40]
+        print(f"  same set, |yaw| <= 40 deg only ({len(inner)} samples):")
+        print_table(headers, table_rows(results, truth, inner))
 
 
 if __name__ == "__main__":
