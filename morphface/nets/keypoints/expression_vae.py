@@ -1,0 +1,136 @@
+"""MMFA's expression VAE (§3.3): a continuous Gaussian latent space for the expression features ``f``.
+
+Equations as read from the text (the extraction lost them):
+
+* eq. 10: the encoder maps a feature to a diagonal Gaussian, ``(mu, log sigma^2) = E_vae(f)``
+  (:meth:`ExpressionVAE.encode`: an MLP with two heads);
+* eq. 11: the reparameterisation ``z = mu + sigma * eps``, ``eps ~ N(0, I)`` (:func:`reparameterize`);
+* eq. 12: the decoder ``f_hat = D_vae(z)`` (:meth:`ExpressionVAE.decode`);
+* eq. 13: ``L_vae = lambda_rec |f - f_hat|^2 + lambda_kl KL(N(mu, sigma^2) || N(0, I)) + lambda_adv L_adv``, with the
+  closed-form KL (:func:`kl_divergence`) and a least-squares adversarial term from a small MLP
+  :class:`FeatureDiscriminator` that tells the encoder's features ``f`` (real) from decoded ones (fake). The paper
+  adds it because the KL term converges faster than the reconstruction and the decoder collapses to the mean
+  expression; here the fakes are the decoder's outputs both for posterior samples and for prior samples
+  ``z ~ N(0, I)`` (so that sampled expressions, not only reconstructions, must look like real ones).
+
+Shapes: features ``(B, d)``, latents ``(B, d_z)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import InputShapeError
+
+__all__ = ["ExpressionVAEConfig", "ExpressionVAE", "VAEOutput", "FeatureDiscriminator", "kl_divergence",
+           "reparameterize"]
+
+
+def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
+    """``KL(N(mu, diag exp(logvar)) || N(0, I))`` summed over the latent dimensions, mean over the batch.
+
+    Closed form ``0.5 * sum(mu^2 + exp(logvar) - 1 - logvar)``; ``(B, d_z)`` inputs -> scalar >= 0.
+    """
+    if mu.shape != logvar.shape or mu.dim() != 2:
+        raise InputShapeError(f"mu and logvar must both be (B, d_z); got {tuple(mu.shape)} and {tuple(logvar.shape)}")
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1).mean()
+
+
+def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Eq. 11: ``mu + exp(logvar / 2) * eps`` with ``eps ~ N(0, I)`` (from ``generator`` when given)."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+class VAEOutput(NamedTuple):
+    """Output of :meth:`ExpressionVAE.forward`: ``mu``, ``logvar``, ``z`` ``(B, d_z)`` and ``feature`` ``(B, d)``."""
+
+    mu: Tensor
+    logvar: Tensor
+    z: Tensor
+    feature: Tensor
+
+
+@dataclass(frozen=True)
+class ExpressionVAEConfig:
+    """Sizes of :class:`ExpressionVAE` and :class:`FeatureDiscriminator`.
+
+    Attributes:
+        feature_dim: ``d`` of the expression features.
+        latent_dim: ``d_z`` (16).
+        hidden: hidden width of the encoder, decoder and discriminator MLPs (128).
+        num_layers: hidden layers of each MLP (2).
+    """
+
+    feature_dim: int = 128
+    latent_dim: int = 16
+    hidden: int = 128
+    num_layers: int = 2
+
+
+def _mlp(inp: int, hidden: int, layers: int) -> tuple[nn.Sequential, int]:
+    mods: list[nn.Module] = []
+    ch = inp
+    for _ in range(layers):
+        mods += [nn.Linear(ch, hidden), nn.LeakyReLU(0.2)]
+        ch = hidden
+    return nn.Sequential(*mods), ch
+
+
+class ExpressionVAE(nn.Module):
+    """``f -> (mu, logvar) -> z -> f_hat`` (module docstring)."""
+
+    def __init__(self, config: ExpressionVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or ExpressionVAEConfig()
+        if cfg.latent_dim < 1 or cfg.feature_dim < 1:
+            raise ValueError(f"latent_dim and feature_dim must be >= 1; got {cfg.latent_dim}, {cfg.feature_dim}")
+        self.enc, ch = _mlp(cfg.feature_dim, cfg.hidden, cfg.num_layers)
+        self.mu = nn.Linear(ch, cfg.latent_dim)
+        self.logvar = nn.Linear(ch, cfg.latent_dim)
+        dec, ch = _mlp(cfg.latent_dim, cfg.hidden, cfg.num_layers)
+        self.dec = nn.Sequential(*dec, nn.Linear(ch, cfg.feature_dim))
+
+    def _check(self, x: Tensor, dim: int, name: str) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != dim:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise InputShapeError(f"{name} must have shape (B, {dim}); got {shape}")
+
+    def encode(self, feature: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 10: ``(B, d)`` features -> ``mu, logvar`` ``(B, d_z)`` (``logvar`` clamped to [-10, 10])."""
+        self._check(feature, self.config.feature_dim, "expression feature")
+        h = self.enc(feature)
+        return self.mu(h), self.logvar(h).clamp(-10.0, 10.0)
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Eq. 12: ``(B, d_z)`` latents -> ``(B, d)`` features."""
+        self._check(z, self.config.latent_dim, "expression latent z")
+        return self.dec(z)
+
+    def forward(self, feature: Tensor, generator: torch.Generator | None = None) -> VAEOutput:
+        """Encode, sample (eq. 11) and decode ``(B, d)`` features; :class:`VAEOutput`."""
+        mu, logvar = self.encode(feature)
+        z = reparameterize(mu, logvar, generator)
+        return VAEOutput(mu, logvar, z, self.decode(z))
+
+
+class FeatureDiscriminator(nn.Module):
+    """MLP critic of expression features: ``(B, d)`` -> ``(B, 1)`` logits (the adversarial term of eq. 13)."""
+
+    def __init__(self, config: ExpressionVAEConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config or ExpressionVAEConfig()
+        body, ch = _mlp(cfg.feature_dim, cfg.hidden, cfg.num_layers)
+        self.net = nn.Sequential(*body, nn.Linear(ch, 1))
+
+    def forward(self, feature: Tensor) -> Tensor:
+        """``(B, d)`` -> ``(B, 1)``."""
+        d = self.config.feature_dim
+        if not isinstance(feature, Tensor) or feature.dim() != 2 or feature.shape[1] != d:
+            shape = tuple(feature.shape) if isinstance(feature, Tensor) else type(feature).__name__
+            raise InputShapeError(f"expression feature must have shape (B, {d}); got {shape}")
+        return self.net(feature)
