@@ -47,12 +47,14 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator: torch.Generator | None
 
 
 class VAEOutput(NamedTuple):
-    """Output of :meth:`ExpressionVAE.forward`: ``mu``, ``logvar``, ``z`` ``(B, d_z)`` and ``feature`` ``(B, d)``."""
+    """Output of :meth:`ExpressionVAE.forward`: ``mu``, ``logvar``, ``z`` ``(B, d_z)``, ``feature`` ``(B, d)`` and
+    ``prior_feature`` ``(N, d)`` (the decoded prior samples, ``None`` without them)."""
 
     mu: Tensor
     logvar: Tensor
     z: Tensor
     feature: Tensor
+    prior_feature: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,22 @@ class ExpressionVAE(nn.Module):
         self._check(z, self.config.latent_dim, "expression latent z")
         return self.dec(z)
 
-    def forward(self, feature: Tensor, generator: torch.Generator | None = None) -> VAEOutput:
-        """Encode, sample (eq. 11) and decode ``(B, d)`` features; :class:`VAEOutput`."""
+    def forward(self, feature: Tensor, generator: torch.Generator | None = None,
+                prior: Tensor | None = None) -> VAEOutput:
+        """Encode, sample (eq. 11) and decode ``(B, d)`` features; :class:`VAEOutput`.
+
+        Args:
+            feature: ``(B, d)``.
+            generator: for the reparameterisation noise.
+            prior: optional ``(N, d_z)`` latents (e.g. prior samples) decoded in the same decoder call.
+        """
         mu, logvar = self.encode(feature)
         z = reparameterize(mu, logvar, generator)
-        return VAEOutput(mu, logvar, z, self.decode(z))
+        if prior is None:
+            return VAEOutput(mu, logvar, z, self.decode(z))
+        self._check(prior, self.config.latent_dim, "prior latents")
+        f = self.decode(torch.cat([z, prior.to(z)]))
+        return VAEOutput(mu, logvar, z, f[:z.shape[0]], f[z.shape[0]:])
 
 
 class FeatureDiscriminator(nn.Module):
