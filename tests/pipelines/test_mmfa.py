@@ -177,3 +177,16 @@ def test_interpolation_endpoints_are_the_two_expressions_through_the_vae(batch):
     ea = p.edit(src, expression_feature=p.decode_expression(p.expression_latent(a)))
     eb = p.edit(src, expression_feature=p.decode_expression(p.expression_latent(b)))
     assert torch.allclose(frames[0], ea, atol=1e-5) and torch.allclose(frames[-1], eb, atol=1e-5)
+
+
+def test_the_small_config_builds_and_has_both_stages():
+    from pathlib import Path
+
+    from morphface.train import build_pipeline
+    from morphface.train.config import load_config
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "mmfa_synth_small.yaml")
+    assert cfg.pipeline.name == "mmfa" and cfg.data.config["test_fraction"] == 0.25
+    assert 0 < cfg.pipeline.config["vae_start_step"] < cfg.steps
+    p = build_pipeline("mmfa", {**cfg.pipeline.config, "perceptual": "off", "landmark": "off"})
+    assert isinstance(p, MMFA) and p.config.image_size == 64 and p.config.multiscale
