@@ -45,6 +45,7 @@ from .expression_vae import (
     VAEOutput,
     kl_divergence,
     reparameterize,
+    train_expression_vae,
 )
 from .generator import GeneratedImage, OcclusionAwareGenerator, OcclusionAwareGeneratorConfig
 from .geometry import (
@@ -114,4 +115,5 @@ __all__ = [
     "self_supervised_loss", "identity_consistency_loss", "landmark_part_loss", "lsgan_generator_loss",
     "lsgan_discriminator_loss", "image_pyramid",
     "ExpressionVAEConfig", "ExpressionVAE", "VAEOutput", "FeatureDiscriminator", "kl_divergence", "reparameterize",
+    "train_expression_vae",
 ]

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from ...errors import InputShapeError
 
 __all__ = ["ExpressionVAEConfig", "ExpressionVAE", "VAEOutput", "FeatureDiscriminator", "kl_divergence",
-           "reparameterize"]
+           "reparameterize", "train_expression_vae"]
 
 
 def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -147,3 +147,53 @@ class FeatureDiscriminator(nn.Module):
             shape = tuple(feature.shape) if isinstance(feature, Tensor) else type(feature).__name__
             raise InputShapeError(f"expression feature must have shape (B, {d}); got {shape}")
         return self.net(feature)
+
+
+def train_expression_vae(features: Tensor, config: ExpressionVAEConfig | None = None, *, steps: int = 500,
+                         batch_size: int = 32, lr: float = 1e-3, lambda_reconstruction: float = 1.0,
+                         lambda_kl: float = 0.01, lambda_adversarial: float = 0.1,
+                         seed: int = 0) -> tuple[ExpressionVAE, FeatureDiscriminator]:
+    """Train an :class:`ExpressionVAE` on a fixed set of expression features (eq. 13, outside the trainer).
+
+    The same losses as the pipeline's VAE stage (:mod:`morphface.pipelines.mmfa`): ``lambda_reconstruction`` MSE +
+    ``lambda_kl`` KL + ``lambda_adversarial`` least-squares GAN on decoded posterior and prior samples, the
+    :class:`FeatureDiscriminator` updated after each VAE step.
+
+    Args:
+        features: ``(N, d)`` features (e.g. :meth:`morphface.pipelines.MMFA.expression_feature` of frames).
+        config: sizes (``feature_dim`` must be ``d``; default: ``d`` with the other defaults).
+
+    Returns:
+        The VAE and its discriminator, in eval mode.
+    """
+    if features.dim() != 2:
+        raise InputShapeError(f"features must be (N, d); got {tuple(features.shape)}")
+    cfg = config or ExpressionVAEConfig(feature_dim=features.shape[1])
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae, disc = ExpressionVAE(cfg).to(features), FeatureDiscriminator(cfg).to(features)
+    if features.shape[1] != cfg.feature_dim:
+        raise InputShapeError(f"features must have {cfg.feature_dim} values each; got {features.shape[1]}")
+    opt_v = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
+    n = features.shape[0]
+    for _ in range(steps):
+        f = features[torch.randint(n, (min(batch_size, n),), generator=g).to(features.device)]
+        prior = torch.randn(f.shape[0], cfg.latent_dim, generator=g).to(f)
+        noise = torch.Generator().manual_seed(int(torch.randint(2 ** 31, (1,), generator=g)))
+        out = vae(f, generator=noise if f.device.type == "cpu" else None, prior=prior)
+        fakes = torch.cat([out.feature, out.prior_feature])
+        loss = lambda_reconstruction * (out.feature - f).pow(2).mean() + lambda_kl * kl_divergence(out.mu, out.logvar)
+        if lambda_adversarial > 0:
+            loss = loss + lambda_adversarial * (disc(fakes) - 1).pow(2).mean()
+        opt_v.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_v.step()
+        if lambda_adversarial > 0:
+            logits = disc(torch.cat([f, fakes.detach()]))
+            d_loss = (logits[:f.shape[0]] - 1).pow(2).mean() + logits[f.shape[0]:].pow(2).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+    return vae.eval(), disc.eval()
