@@ -15,19 +15,16 @@ Files: safetensors of the ``state_dict`` with the JSON config in the metadata (n
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import CheckpointError, InputShapeError, WeightsNotFoundError
-from .keypoints.blocks import Hourglass2d
+from ..errors import InputShapeError
+from .auxiliary import UNetHead, check_rgb, load_network, random_brightness_contrast, save_network, train_network
 
 __all__ = ["LandmarkNetConfig", "HeatmapLandmarkNet", "train_landmark_net", "landmark_nme", "save_landmark_net",
            "load_landmark_net"]
@@ -56,25 +53,21 @@ class LandmarkNetConfig:
     temperature: float = 1.0
 
 
-class HeatmapLandmarkNet(nn.Module):
+class HeatmapLandmarkNet(UNetHead):
     """Image -> landmarks ``(B, n, 2)`` in pixels (module docstring)."""
 
     def __init__(self, config: LandmarkNetConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or LandmarkNetConfig()
-        self.first = nn.Sequential(nn.Conv2d(3, cfg.base_channels, 3, padding=1), nn.ReLU())
-        self.unet = Hourglass2d(cfg.base_channels, cfg.base_channels, cfg.num_blocks, cfg.max_channels)
-        self.head = nn.Conv2d(self.unet.out_channels, cfg.num_landmarks, 1)
+        cfg = config or LandmarkNetConfig()
+        super().__init__(cfg.base_channels, cfg.num_blocks, cfg.max_channels, cfg.num_landmarks)
+        self.config = cfg
 
     def heatmaps(self, image: Tensor) -> Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> ``(B, n, h, w)`` heatmap logits (``h = H * scale``)."""
-        if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
-            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-            raise InputShapeError(f"image must have shape (B, 3, H, W); got {shape}")
+        check_rgb(image)
         x = image
         if self.config.scale != 1:
             x = F.interpolate(x, scale_factor=self.config.scale, mode="bilinear", align_corners=False, antialias=True)
-        return self.head(self.unet(self.first(x)))
+        return self.maps(x)
 
     def soft_argmax(self, logits: Tensor, size: tuple[int, int]) -> Tensor:
         """``(B, n, h, w)`` heatmap logits -> ``(B, n, 2)`` expected positions in pixels of an ``size = (H, W)``
@@ -169,43 +162,28 @@ def train_landmark_net(images: Tensor, landmarks: Tensor, *, steps: int = 300, b
             or landmarks.shape[2] != 2:
         raise InputShapeError(f"need images (N, 3, H, W) and landmarks (N, n, 2) of the same N; got "
                               f"{tuple(images.shape)} and {tuple(landmarks.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = HeatmapLandmarkNet(config or LandmarkNetConfig(num_landmarks=landmarks.shape[1])).to(images.device)
-    if landmarks.shape[1] != net.config.num_landmarks:
-        raise InputShapeError(f"landmarks must have {net.config.num_landmarks} points; got {landmarks.shape[1]}")
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    N, side = images.shape[0], float(images.shape[-1])
-    net.train()
-    for step in range(steps):
-        idx = torch.randint(N, (min(batch_size, N),), generator=g).to(images.device)
-        x, y = images[idx], landmarks[idx].to(images)
-        if augment:
-            n = x.shape[0]
-            a = (1 + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.4).to(x)
-            b = ((torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.2).to(x)
-            x = ((x - 0.5) * a + 0.5 + b).clamp(0, 1)
-            x, y = _random_similarity(x, y, g)
+    side = float(images.shape[-1])
+
+    def check(net: HeatmapLandmarkNet) -> None:
+        if landmarks.shape[1] != net.config.num_landmarks:
+            raise InputShapeError(f"landmarks must have {net.config.num_landmarks} points; got {landmarks.shape[1]}")
+
+    def recolour_and_move(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        return _random_similarity(random_brightness_contrast(x, g), y, g)
+
+    def loss(net: HeatmapLandmarkNet, x: Tensor, y: Tensor) -> Tensor:
         logits = net.heatmaps(x * 2 - 1)
-        loss = (net.soft_argmax(logits, x.shape[-2:]) - y).abs().mean() / side
-        loss = loss + _heatmap_cross_entropy(logits, y, x.shape[-2:], net.config.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log is not None and (step % 50 == 0 or step == steps - 1):
-            log(step, float(loss.detach()))
-    return net.eval()
+        value = (net.soft_argmax(logits, x.shape[-2:]) - y).abs().mean() / side
+        return value + _heatmap_cross_entropy(logits, y, x.shape[-2:], net.config.temperature)
+
+    return train_network(lambda: HeatmapLandmarkNet(config or LandmarkNetConfig(num_landmarks=landmarks.shape[1])),
+                         images, landmarks, loss, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                         augment=recolour_and_move if augment else None, check=check, log=log)
 
 
 def save_landmark_net(net: HeatmapLandmarkNet, path: str | os.PathLike) -> None:
     """Write ``net`` as safetensors with its config in the metadata."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={"format": _FORMAT, "config": json.dumps(dataclasses.asdict(net.config))})
+    save_network(net, path, _FORMAT)
 
 
 def load_landmark_net(path: str | os.PathLike) -> HeatmapLandmarkNet:
@@ -215,22 +193,6 @@ def load_landmark_net(path: str | os.PathLike) -> HeatmapLandmarkNet:
         WeightsNotFoundError: no file at ``path``.
         CheckpointError: not a landmark-network file, or its tensors do not match its config.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"landmark network weights not found at {path}: train them with "
-                                   f"`python -m morphface.pipelines.landmark_net` or set landmark_weights")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != _FORMAT:
-            raise CheckpointError(f"{path} is not a morphface landmark-network file (format {meta.get('format')!r})")
-        net = HeatmapLandmarkNet(LandmarkNetConfig(**json.loads(meta["config"])))
-        net.load_state_dict(load_file(str(path)), strict=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"could not load a landmark network from {path}: {type(exc).__name__}: {exc}") from exc
-    return net.eval()
+    return load_network(path, _FORMAT, lambda c: HeatmapLandmarkNet(LandmarkNetConfig(**c)), name="landmark network",
+                        kind="landmark-network", command="morphface.pipelines.landmark_net",
+                        option="landmark_weights")

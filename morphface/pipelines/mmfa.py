@@ -49,7 +49,6 @@ side: ``driving_rotation`` ``(B, 3, 3)`` (replaces ``R_d``), ``rotation_offset``
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,12 +57,7 @@ from torch import Tensor, nn
 
 from ..errors import InputShapeError, MissingInputError
 from ..fitting import FitResult
-from ..nets import DiscriminatorConfig, MultiScaleDiscriminator, feature_matching_loss, l1_loss
 from ..nets.keypoints import (
-    AppearanceConfig,
-    AppearanceFeatureExtractor,
-    CanonicalKeypointConfig,
-    CanonicalKeypointDetector,
     ExpressionDecoder,
     ExpressionDecoderConfig,
     ExpressionEncoder,
@@ -71,12 +65,6 @@ from ..nets.keypoints import (
     ExpressionVAE,
     ExpressionVAEConfig,
     FeatureDiscriminator,
-    HeadPoseConfig,
-    HeadPoseEstimator,
-    MotionFieldConfig,
-    MotionFieldEstimator,
-    OcclusionAwareGenerator,
-    OcclusionAwareGeneratorConfig,
     ScaleTranslationConfig,
     ScaleTranslationDecoder,
     affine_warp,
@@ -84,7 +72,6 @@ from ..nets.keypoints import (
     compose_keypoints,
     deformation_prior_loss,
     equivariance_loss,
-    head_pose_loss,
     identity_consistency_loss,
     image_pyramid,
     keypoint_heatmaps_2d,
@@ -97,63 +84,64 @@ from ..nets.keypoints import (
     random_affine,
     scaled_jacobians,
     self_supervised_loss,
-    warp_image_by_volume_flow,
+)
+from ._keypoint_common import (
+    LOSS_NETWORK_MODES,
+    KeypointCoreConfig,
+    KeypointReenactorMixin,
+    LossNetworkSpec,
+    LossTerms,
+    build_loss_network,
+    check_image_multiples,
+    check_non_negative,
+    core_decoders,
+    core_encoders,
+    rotation_control,
 )
 from .base import Reenactor, ReenactorConfig, StepResult, to_signed, to_unit
-from .kp3d import draw_keypoints
 from .params import ParamLayout
 
 __all__ = ["MMFAConfig", "MMFA", "LANDMARK_MODES"]
 
 #: ``landmark`` modes: ``"auto"`` (on when ``landmark_weights`` is a file), ``"on"``, ``"off"``, ``"random"`` (tests).
-LANDMARK_MODES = ("auto", "on", "off", "random")
+LANDMARK_MODES = LOSS_NETWORK_MODES
+
+
+def _landmark_net_spec() -> LossNetworkSpec:
+    from ..nets.landmarks import HeatmapLandmarkNet, load_landmark_net
+
+    return LossNetworkSpec(owner="MMFA", field="landmark", network="landmark network", kind="landmark-network",
+                           loss="landmark loss", loss_off="2D landmark loss",
+                           command="morphface.pipelines.landmark_net", make_random=HeatmapLandmarkNet,
+                           load=load_landmark_net)
 
 
 @dataclasses.dataclass
-class MMFAConfig(ReenactorConfig):
-    """Configuration of :class:`MMFA` (fields of :class:`ReenactorConfig` plus these; defaults: face-vid2vid-sized
-    core networks at 256 x 256; ``width`` scales every channel count).
+class MMFAConfig(KeypointCoreConfig, ReenactorConfig):
+    """Configuration of :class:`MMFA`: the fields of :class:`ReenactorConfig`, of the keypoint core
+    (:class:`~morphface.pipelines._keypoint_common.KeypointCoreConfig`, as in
+    :class:`~morphface.pipelines.KeypointGANConfig`: network sizes, PatchGAN, the shared loss weights
+    ``lambda_perceptual .. lambda_deformation``, ``lambda_l1`` (here multi-scale) and the random affine, which
+    here also makes the augmented driving view of the self-supervised loss) and these.
 
     Attributes:
-        num_keypoints, feature_channels, depth, appearance_channels, appearance_res_blocks, keypoint_channels,
-            keypoint_max_channels, keypoint_blocks, keypoint_volume_channels, pose_channels, pose_stages,
-            motion_channels, motion_max_channels, motion_blocks, compressed_channels, generator_channels,
-            generator_res_blocks: the core networks, as :class:`~morphface.pipelines.KeypointGANConfig`.
         scale_channels, scale_stages: the scale/translation decoder (32, 3).
         expression_dim: ``d`` of the expression feature (128). expression_channels, expression_blocks: encoder
             (32, 3). expression_hidden, expression_layers: decoder (256, 2).
         multiscale: the generator's outputs at ``S/4, S/2, S`` (the paper's; False: the final image only).
-        blend_warped: blend the output with the warped source (not in the paper; small, briefly trained models).
         rotation_from_fit: use the 3DMM fit's rotation instead of the estimator's when the batch has the fit.
-        disc_width, disc_base_channels, disc_max_channels, disc_num_layers, disc_num_scales: PatchGAN sizes.
         landmark: landmark-loss network mode, see :data:`LANDMARK_MODES`. landmark_weights: a
             :func:`~morphface.nets.landmarks.save_landmark_net` file.
         landmark_eyes, landmark_mouth, landmark_contour: the per-part weights of eq. 9 (eyes + brows, mouth,
             contour + nose).
-        lambda_perceptual, lambda_gan, lambda_fm, lambda_equivariance, lambda_keypoint, lambda_head_pose,
-            lambda_deformation: face-vid2vid's 10, 1, 10, 20, 10, 20, 5.
         lambda_self_supervised (1), lambda_identity (10), lambda_landmark (10): eq. 7-9 (the paper's values were
             lost in the extraction; these give terms of the same order as the others at the start).
-        lambda_l1: the library's multi-scale L1 pixel term (10).
-        equivariance_rotation_deg, equivariance_scale, equivariance_translation: range of the random affine that
-            makes the augmented driving view (equivariance and self-supervised losses).
         vae_latent_dim (16), vae_hidden (128), vae_layers (2): the expression VAE and its feature discriminator.
         vae_start_step: trainer step from which the VAE stage runs (module docstring); ``None``: never.
         lambda_vae_reconstruction (1), lambda_vae_kl (0.01), lambda_vae_adversarial (0.1): eq. 13 (0 for the
             adversarial term is the paper's collapse ablation).
     """
 
-    num_keypoints: int = 20
-    feature_channels: int = 32
-    depth: int = 16
-    appearance_channels: int = 64
-    appearance_res_blocks: int = 6
-    keypoint_channels: int = 32
-    keypoint_max_channels: int = 1024
-    keypoint_blocks: int = 5
-    keypoint_volume_channels: int = 32
-    pose_channels: int = 64
-    pose_stages: int = 4
     scale_channels: int = 32
     scale_stages: int = 3
     expression_dim: int = 128
@@ -161,39 +149,16 @@ class MMFAConfig(ReenactorConfig):
     expression_blocks: int = 3
     expression_hidden: int = 256
     expression_layers: int = 2
-    motion_channels: int = 32
-    motion_max_channels: int = 1024
-    motion_blocks: int = 5
-    compressed_channels: int = 5
-    generator_channels: int = 64
-    generator_res_blocks: int = 6
     multiscale: bool = True
-    blend_warped: bool = False
     rotation_from_fit: bool = False
-    disc_width: float | None = None
-    disc_base_channels: int = 64
-    disc_max_channels: int = 512
-    disc_num_layers: int = 4
-    disc_num_scales: int = 2
     landmark: str = "auto"
     landmark_weights: str | None = None
     landmark_eyes: float = 1.0
     landmark_mouth: float = 1.0
     landmark_contour: float = 1.0
-    lambda_perceptual: float = 10.0
-    lambda_gan: float = 1.0
-    lambda_fm: float = 10.0
-    lambda_equivariance: float = 20.0
-    lambda_keypoint: float = 10.0
-    lambda_head_pose: float = 20.0
-    lambda_deformation: float = 5.0
     lambda_self_supervised: float = 1.0
     lambda_identity: float = 10.0
     lambda_landmark: float = 10.0
-    lambda_l1: float = 10.0
-    equivariance_rotation_deg: float = 10.0
-    equivariance_scale: float = 0.1
-    equivariance_translation: float = 0.1
     vae_latent_dim: int = 16
     vae_hidden: int = 128
     vae_layers: int = 2
@@ -204,10 +169,7 @@ class MMFAConfig(ReenactorConfig):
 
     def validate(self) -> None:
         super().validate()
-        for f in dataclasses.fields(self):
-            if f.name.startswith(("lambda_", "landmark_")) and f.name != "landmark_weights" \
-                    and getattr(self, f.name) < 0:
-                raise ValueError(f"{f.name} must be >= 0; got {getattr(self, f.name)}")
+        check_non_negative(self, ("lambda_", "landmark_"), skip=("landmark_weights",))
         if self.landmark not in LANDMARK_MODES:
             raise ValueError(f"landmark must be one of {LANDMARK_MODES}; got {self.landmark!r}")
         for name in ("num_keypoints", "expression_dim", "vae_latent_dim"):
@@ -215,17 +177,13 @@ class MMFAConfig(ReenactorConfig):
                 raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}")
         if self.vae_start_step is not None and self.vae_start_step < 0:
             raise ValueError(f"vae_start_step must be None or >= 0; got {self.vae_start_step}")
-        for name, multiple in (("keypoint_blocks", 4 * 2 ** self.keypoint_blocks),
-                               ("motion_blocks", 4 * 2 ** self.motion_blocks),
-                               ("pose_stages", 2 ** (self.pose_stages + 1)),
-                               ("scale_stages", 2 ** (self.scale_stages + 1)),
-                               ("expression_blocks", 2 ** (self.expression_blocks + 1))):
-            if self.image_size % multiple:
-                raise ValueError(f"image_size {self.image_size} must be a multiple of {multiple} for "
-                                 f"{name}={getattr(self, name)}")
+        check_image_multiples(self, {**self.core_multiples(),
+                                     "pose_stages": 2 ** (self.pose_stages + 1),
+                                     "scale_stages": 2 ** (self.scale_stages + 1),
+                                     "expression_blocks": 2 ** (self.expression_blocks + 1)})
 
 
-class MMFA(Reenactor):
+class MMFA(KeypointReenactorMixin, Reenactor):
     """The trainable MMFA pipeline (module docstring). ``nets``: ``appearance``, ``canonical``, ``head_pose``,
     ``scale_translation``, ``expression_encoder``, ``expression_decoder``, ``motion``, ``generator``,
     ``discriminator`` (MMFA stage) and ``vae``, ``feature_discriminator`` (VAE stage)."""
@@ -233,27 +191,19 @@ class MMFA(Reenactor):
     name = "mmfa"
     config_class = MMFAConfig
     config: MMFAConfig
+    gan_generator_loss = staticmethod(lsgan_generator_loss)
+    gan_discriminator_loss = staticmethod(lsgan_discriminator_loss)
+    loss_networks = ("landmark_net",)
 
     def __init__(self, config: MMFAConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         cfg = self.config
         w, k = cfg.width, cfg.num_keypoints
         self.layout = ParamLayout.of(self.model)
-        app = AppearanceFeatureExtractor(AppearanceConfig(
-            base_channels=cfg.appearance_channels, feature_channels=cfg.feature_channels, depth=cfg.depth,
-            num_res_blocks=cfg.appearance_res_blocks, width=w))
-        C = app.config.channels
         vae_cfg = ExpressionVAEConfig(feature_dim=cfg.expression_dim, latent_dim=cfg.vae_latent_dim,
                                       hidden=cfg.vae_hidden, num_layers=cfg.vae_layers)
-        dw = cfg.disc_width if cfg.disc_width is not None else w
-        self.nets = nn.ModuleDict({
-            "appearance": app,
-            "canonical": CanonicalKeypointDetector(CanonicalKeypointConfig(
-                num_keypoints=k, base_channels=cfg.keypoint_channels, max_channels=cfg.keypoint_max_channels,
-                num_blocks=cfg.keypoint_blocks, depth=cfg.depth, volume_channels=cfg.keypoint_volume_channels,
-                width=w)),
-            "head_pose": HeadPoseEstimator(HeadPoseConfig(base_channels=cfg.pose_channels,
-                                                          num_stages=cfg.pose_stages, width=w)),
+        nets = core_encoders(cfg)
+        nets.update({
             "scale_translation": ScaleTranslationDecoder(ScaleTranslationConfig(
                 base_channels=cfg.scale_channels, num_stages=cfg.scale_stages, width=w)),
             "expression_encoder": ExpressionEncoder(ExpressionEncoderConfig(
@@ -262,53 +212,13 @@ class MMFA(Reenactor):
             "expression_decoder": ExpressionDecoder(ExpressionDecoderConfig(
                 feature_dim=cfg.expression_dim, num_keypoints=k, hidden=cfg.expression_hidden,
                 num_layers=cfg.expression_layers)),
-            "motion": MotionFieldEstimator(MotionFieldConfig(
-                num_keypoints=k, feature_channels=C, depth=cfg.depth, compressed_channels=cfg.compressed_channels,
-                base_channels=cfg.motion_channels, max_channels=cfg.motion_max_channels,
-                num_blocks=cfg.motion_blocks, width=w)),
-            "generator": OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(
-                feature_channels=C, depth=cfg.depth, base_channels=cfg.generator_channels,
-                num_res_blocks=cfg.generator_res_blocks, width=w, blend_warped=cfg.blend_warped,
-                multiscale=cfg.multiscale)),
-            "discriminator": MultiScaleDiscriminator(DiscriminatorConfig(
-                cond_channels=k, base_channels=cfg.disc_base_channels, max_channels=cfg.disc_max_channels,
-                num_layers=cfg.disc_num_layers, num_scales=cfg.disc_num_scales, width=dw)),
-            "vae": ExpressionVAE(vae_cfg),
-            "feature_discriminator": FeatureDiscriminator(vae_cfg),
         })
-        self.landmark_net = self._build_landmark_net()
+        nets.update(core_decoders(cfg, nets["appearance"].config.channels, multiscale=cfg.multiscale))
+        nets.update({"vae": ExpressionVAE(vae_cfg), "feature_discriminator": FeatureDiscriminator(vae_cfg)})
+        self.nets = nn.ModuleDict(nets)
+        self.landmark_net = build_loss_network(_landmark_net_spec(), cfg.landmark, cfg.landmark_weights,
+                                               cfg.lambda_landmark)
         self._step = 0
-
-    def _build_landmark_net(self) -> nn.Module | None:
-        from pathlib import Path
-
-        from ..nets.landmarks import HeatmapLandmarkNet, load_landmark_net
-
-        cfg = self.config
-        if cfg.landmark == "off" or cfg.lambda_landmark == 0:
-            return None
-        if cfg.landmark == "random":
-            warnings.warn("MMFA: landmark='random' uses an untrained landmark network; its landmark loss is not "
-                          "meaningful (use only for tests)", stacklevel=3)
-            net = HeatmapLandmarkNet()
-        elif cfg.landmark_weights is not None and (cfg.landmark == "on" or Path(cfg.landmark_weights).is_file()):
-            net = load_landmark_net(cfg.landmark_weights)
-        elif cfg.landmark == "on":
-            raise MissingInputError("MMFA: landmark='on' needs landmark_weights (a landmark-network file from "
-                                    "`python -m morphface.pipelines.landmark_net`)")
-        else:
-            warnings.warn(f"MMFA: no landmark-network weights ({cfg.landmark_weights!r}): the 2D landmark loss is "
-                          "OFF. Train them with `python -m morphface.pipelines.landmark_net` and set "
-                          "landmark_weights.", stacklevel=3)
-            return None
-        net.requires_grad_(False)
-        return net.eval()
-
-    def train(self, mode: bool = True) -> MMFA:
-        super().train(mode)
-        if self.landmark_net is not None:
-            self.landmark_net.eval()
-        return self
 
     # ------------------------------------------------------------------ stages
     def set_step(self, step: int) -> None:
@@ -327,9 +237,6 @@ class MMFA(Reenactor):
             raise MissingInputError(f"MMFA: the batch has no {key!r} (B, {self.layout.dim}) 3DMM fit (needed for "
                                     f"the head-pose loss or rotation_from_fit); it has {sorted(batch)}")
         return self.layout.check(batch[key], f"batch[{key!r}]")
-
-    def _angles(self, batch: Mapping[str, Tensor], who: str) -> Tensor:
-        return self.layout.split(self._params(batch, f"{who}_params"))["angles"]
 
     def _control(self, batch: Mapping[str, Tensor], key: str, shape: tuple[int, ...], like: Tensor) -> Tensor | None:
         if key not in batch:
@@ -415,9 +322,7 @@ class MMFA(Reenactor):
         kp_d = compose_keypoints(kc, s_d, R_d, t_d, d_d)
         volume = self.nets["appearance"](src)
         J_s, J_d = scaled_jacobians(s_s, R_s, s_d, R_d)
-        field = self.nets["motion"](volume, kp_s, kp_d, J_s, J_d)
-        gen = self.nets["generator"](volume, field.flow, field.occlusion, src if cfg.blend_warped else None)
-        warped = gen.warped_image if gen.warped_image is not None else warp_image_by_volume_flow(src, field.flow)
+        gen, warped, field = self._animate(src, volume, kp_s, kp_d, J_s, J_d)
         out: dict[str, Any] = {
             "fake": gen.image, "warped": warped, "pyramid": list(gen.pyramid or [gen.image]),
             "cond": keypoint_heatmaps_2d(kp_d.detach(), (S, S)), "kp_canonical": kc,
@@ -454,34 +359,16 @@ class MMFA(Reenactor):
         fake = out["fake"]
         target = to_signed(batch["driving"]).to(fake)
         targets = image_pyramid(target, [p.shape[-1] for p in out["pyramid"]])
-        logs: dict[str, Tensor] = {}
-        loss = fake.new_zeros(())
-
-        def add(name: str, weight: float, value: Tensor) -> None:
-            nonlocal loss
-            loss = loss + weight * value
-            logs[name] = value.detach()
-
-        if cfg.lambda_l1 > 0:
-            add("l1", cfg.lambda_l1, sum(l1_loss(p, t) for p, t in zip(out["pyramid"], targets)))
-        if self.perceptual is not None and cfg.lambda_perceptual > 0:
-            add("perceptual", cfg.lambda_perceptual,
-                sum(self.perceptual(p, t) for p, t in zip(out["pyramid"], targets)))
-        if cfg.lambda_gan > 0 or cfg.lambda_fm > 0:
-            d_fake = self.nets["discriminator"](fake, out["cond"])
-            with torch.no_grad():
-                d_real = self.nets["discriminator"](target, out["cond"])
-            add("gan", cfg.lambda_gan, lsgan_generator_loss(d_fake.logits))
-            add("fm", cfg.lambda_fm, feature_matching_loss(d_fake.features, d_real.features))
+        terms = LossTerms(fake)
+        add = terms.add
+        self._add_reconstruction_losses(terms, out["pyramid"], targets)
+        self._add_gan_losses(terms, fake, target, out["cond"])
         if cfg.lambda_equivariance > 0:
             add("equivariance", cfg.lambda_equivariance,
                 equivariance_loss(out["kp_driving_own"], out["kp_augmented"], theta))
         if cfg.lambda_keypoint > 0:
             add("keypoint_prior", cfg.lambda_keypoint, keypoint_prior_loss(out["kp_driving"], target_depth=0.0))
-        if cfg.lambda_head_pose > 0:
-            pose = 0.5 * (head_pose_loss(out["angles_source"], self._angles(batch, "source"))
-                          + head_pose_loss(out["angles_driving"], self._angles(batch, "driving")))
-            add("head_pose", cfg.lambda_head_pose, pose)
+        self._add_head_pose_loss(terms, out, batch)
         if cfg.lambda_deformation > 0:
             add("deformation_prior", cfg.lambda_deformation, deformation_prior_loss(out["delta_driving"]))
         if cfg.lambda_self_supervised > 0:
@@ -497,9 +384,7 @@ class MMFA(Reenactor):
                 lm_real = self.landmark_net(target.float()) / S
             add("landmark", cfg.lambda_landmark, landmark_part_loss(
                 lm_fake, lm_real, (cfg.landmark_eyes, cfg.landmark_mouth, cfg.landmark_contour)))
-        outputs = {"fake": fake, "warped": out["warped"], "cond": out["cond"], "kp_driving": out["kp_driving"],
-                   "kp_source": out["kp_source"]}
-        return StepResult(loss, logs, outputs)
+        return terms.result(self._step_outputs(fake, out))
 
     def _vae_step(self, batch: Mapping[str, Tensor]) -> StepResult:
         cfg = self.config
@@ -509,21 +394,15 @@ class MMFA(Reenactor):
         n = f.shape[0]
         prior = torch.randn(n, cfg.vae_latent_dim, device=f.device, dtype=f.dtype)
         res = self.nets["vae"](f, prior=prior)
-        logs: dict[str, Tensor] = {}
-        loss = f.new_zeros(())
-
-        def add(name: str, weight: float, value: Tensor) -> None:
-            nonlocal loss
-            loss = loss + weight * value
-            logs[name] = value.detach()
-
+        terms = LossTerms(f)
+        add = terms.add
         add("vae_reconstruction", cfg.lambda_vae_reconstruction, (res.feature - f).pow(2).mean())
         add("vae_kl", cfg.lambda_vae_kl, kl_divergence(res.mu, res.logvar))
         fakes = torch.cat([res.feature, res.prior_feature])
         if cfg.lambda_vae_adversarial > 0:
             add("vae_adversarial", cfg.lambda_vae_adversarial,
                 lsgan_generator_loss(self.nets["feature_discriminator"](fakes)))
-        return StepResult(loss, logs, {"real_features": f, "fake_features": fakes})
+        return terms.result({"real_features": f, "fake_features": fakes})
 
     def discriminator_step(self, batch: Mapping[str, Tensor], outputs: dict[str, Tensor]) -> StepResult | None:
         if self.stage == "vae":
@@ -535,25 +414,14 @@ class MMFA(Reenactor):
             return StepResult(loss, {"feature": loss.detach()}, {})
         if self.config.lambda_gan == 0 and self.config.lambda_fm == 0:
             return None
-        fake, cond = outputs["fake"].detach(), outputs["cond"].detach()
-        target = to_signed(batch["driving"]).to(fake)
-        d = self.nets["discriminator"](torch.cat([target, fake]), torch.cat([cond, cond]))
-        real_logits = [x.chunk(2)[0] for x in d.logits]
-        fake_logits = [x.chunk(2)[1] for x in d.logits]
-        loss = lsgan_discriminator_loss(real_logits, fake_logits)
-        logs = {"image": loss.detach(),
-                "real_score": torch.stack([x.mean() for x in real_logits]).mean().detach(),
-                "fake_score": torch.stack([x.mean() for x in fake_logits]).mean().detach()}
-        return StepResult(loss, logs, {})
+        return self._image_discriminator_step(batch, outputs)
 
     def visuals(self, batch: Mapping[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """MMFA stage: source with ``K_s`` | warped | output | target with ``K_d``. VAE stage: source | the driving
         frame regenerated with its VAE-reconstructed expression | with a prior sample | target. ``(B, 3, S, S)``
         in [0, 1]."""
         if self.stage != "vae":
-            return {"source_keypoints": draw_keypoints(batch["source"], outputs["kp_source"]),
-                    "warped": to_unit(outputs["warped"]), "output": to_unit(outputs["fake"]),
-                    "target_keypoints": draw_keypoints(batch["driving"], outputs["kp_driving"])}
+            return self._keypoint_visuals(batch, outputs)
         B = batch["source"].shape[0]
         fakes = outputs["fake_features"]
         n = outputs["real_features"].shape[0] // 2
@@ -582,8 +450,7 @@ class MMFA(Reenactor):
              driving_params: Tensor | None = None) -> Tensor:
         """``source (3, S, S)`` driven by ``frames (T, 3, S, S)`` (in [0, 1]); controls are ``(1, ...)`` or
         ``(T, ...)`` tensors; returns ``(T, 3, S, S)`` in [0, 1]."""
-        if output not in ("fake", "warped"):
-            raise ValueError(f"output must be 'fake' or 'warped'; got {output!r}")
+        self._check_output(output)
         with self._eval():
             src = source.to(self.device, torch.float32)[None]
             T = frames.shape[0]
@@ -662,16 +529,6 @@ class MMFA(Reenactor):
                             source_fit=None if params is None else self._pack(params, clip.shape[0])[:1],
                             crop=False, batch_size=batch_size)
 
-    def _rotation(self, rotation: Tensor | Any) -> Tensor:
-        r = torch.as_tensor(rotation, dtype=torch.float32, device=self.device)
-        if r.shape == (3,):
-            return pose_to_rotation(torch.deg2rad(r)[None])
-        if r.shape == (3, 3):
-            c = torch.tensor([1.0, -1.0, -1.0], device=self.device)
-            return (r * c[:, None] * c[None, :])[None]
-        raise InputShapeError(f"rotation must be (3,) pitch/yaw/roll in degrees or a (3, 3) model-frame matrix; got "
-                              f"{tuple(r.shape)}")
-
     def expression_feature(self, image: Tensor, *, crop: bool | None = None) -> Tensor:
         """The expression feature ``f`` ``(d,)`` of a face image ``(3, H, W)`` in [0, 1]."""
         return self._estimates(self._prep(image, crop)[None])["f"][0]
@@ -716,7 +573,7 @@ class MMFA(Reenactor):
         src = self._prep(image, crop)
         controls: dict[str, Tensor] = {}
         if rotation is not None:
-            controls["rotation_offset" if relative else "driving_rotation"] = self._rotation(rotation)
+            controls["rotation_offset" if relative else "driving_rotation"] = rotation_control(rotation, self.device)
         if translation is not None:
             t = torch.as_tensor(translation, dtype=torch.float32, device=self.device).reshape(-1)
             if t.numel() not in (2, 3):

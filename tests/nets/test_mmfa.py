@@ -46,14 +46,6 @@ from morphface.nets.landmarks import (
 S = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_centring_and_orthographic_projection():
     kp = torch.tensor([[[1.0, 2.0, 3.0], [3.0, 0.0, -1.0]]])
     c = centre_keypoints(kp)
@@ -225,16 +217,9 @@ def test_landmark_net_soft_argmax_is_in_pixels():
 
 
 @pytest.fixture(scope="module")
-def renders():
+def renders(synthetic_clips):
     """6 synthetic identities x 4 frames at 64 x 64 with their ground-truth 68 landmarks."""
-    from morphface.data.synth import SynthConfig, sample_identity, synthesize_clip
-    from morphface.morphable import load_default_model
-
-    full, narrow = load_default_model("full"), load_default_model("narrow")
-    cfg = SynthConfig(identities=6, clips_per_identity=1, frames=4, size=S, texture_size=64, supersample=1,
-                      audio=False)
-    return [(c.frames, c.fit.landmarks.float()) for c in
-            (synthesize_clip(full, narrow, sample_identity(full, i, cfg), i, 0, cfg) for i in range(6))]
+    return [(c.frames, c.fit.landmarks.float()) for c in synthetic_clips(6, 4, S)]
 
 
 #: Held-out NME (inter-ocular) a tiny landmark net reaches after 150 CPU steps on 20 renders of 5 identities,

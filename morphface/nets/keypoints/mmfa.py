@@ -50,8 +50,7 @@ from torch import Tensor, nn
 
 from ...errors import InputShapeError
 from ..blocks import scaled_channels
-from .blocks import DownBlock2d, ResBlock2d
-from .encoders import check_image
+from .encoders import PooledImageEncoder, check_image
 
 __all__ = [
     "LANDMARK_PARTS",
@@ -179,30 +178,17 @@ class ScaleTranslationConfig:
     width: float = 1.0
 
 
-class ScaleTranslationDecoder(nn.Module):
-    """Image -> scale ``s`` and image-plane translation ``t`` (module docstring)."""
+class ScaleTranslationDecoder(PooledImageEncoder):
+    """Image -> scale ``s`` and image-plane translation ``t`` (module docstring): the head-pose estimator's trunk
+    (:class:`~.encoders.PooledImageEncoder`) with a linear head."""
 
     def __init__(self, config: ScaleTranslationConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or ScaleTranslationConfig()
-        b = scaled_channels(cfg.base_channels, cfg.width)
-        top = max(b, scaled_channels(cfg.max_channels, cfg.width))
-        layers: list[nn.Module] = [nn.Conv2d(3, b, 7, stride=2, padding=3), nn.InstanceNorm2d(b, affine=True),
-                                   nn.ReLU()]
-        ch = b
-        for _ in range(cfg.num_stages):
-            nxt = min(ch * 2, top)
-            layers += [DownBlock2d(ch, nxt), ResBlock2d(nxt)]
-            ch = nxt
-        self.trunk = nn.Sequential(*layers)
-        self.head = nn.Linear(ch, 3)
+        cfg = config or ScaleTranslationConfig()
+        super().__init__(cfg.base_channels, cfg.num_stages, cfg.max_channels, cfg.width)
+        self.config = cfg
+        self.head = nn.Linear(self.out_channels, 3)
         nn.init.zeros_(self.head.weight)  # start at s = 1, t = 0
         nn.init.zeros_(self.head.bias)
-
-    @property
-    def multiple(self) -> int:
-        """Image sides must be multiples of this."""
-        return 2 ** (self.config.num_stages + 1)
 
     def forward(self, image: Tensor) -> ScaleTranslation:
         """Args:
@@ -211,8 +197,7 @@ class ScaleTranslationDecoder(nn.Module):
         Returns:
             :class:`ScaleTranslation`.
         """
-        check_image("image", image, self.multiple)
-        out = self.head(self.trunk(image).mean(dim=(-2, -1)))
+        out = self.head(self.pooled(image))
         scale = torch.exp(self.config.max_log_scale * torch.tanh(out[:, 0]))
         return ScaleTranslation(scale, F.pad(out[:, 1:], (0, 1)))
 
