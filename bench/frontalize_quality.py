@@ -13,10 +13,10 @@ in the input (what re-rendering a constant mean albedo gives).
 
 With ``--head`` a table compares the rest of the head around the face (the full model's ears,
 temples and front scalp above the mouth, outside the dilated face region) with and without
-``head_flow`` (``frontalize(head=False)``: the radial warp of the surroundings alone).
+``head_flow`` (``CompositeConfig(head=False)``: the radial warp of the surroundings alone).
 
 With ``--light`` a table shades the same faces with a directional light fixed in the camera
-frame (``morphface.uv.synthetic.shade_texture``) and compares ``frontalize(relight=False)`` and
+frame (``morphface.uv.synthetic.shade_texture``) and compares ``TextureConfig(relight=False)`` and
 ``relight=True`` with the frontal face under the same light.
 
     python bench/frontalize_quality.py [--n 5] [--size 512] [--texture 256] [--yaws 0 15 30 45 60] [--head]
@@ -40,7 +40,14 @@ from _timing import print_table  # noqa: E402
 
 from morphface import load_default_model  # noqa: E402
 from morphface.render import rasterize, render_textured  # noqa: E402
-from morphface.uv import fill_holes, frontal_fit, frontalize  # noqa: E402
+from morphface.uv import (  # noqa: E402
+    CompositeConfig,
+    FrontalizeConfig,
+    TextureConfig,
+    fill_holes,
+    frontal_fit,
+    frontalize,
+)
 from morphface.uv.synthetic import shade_texture, synthetic_face  # noqa: E402
 
 
@@ -69,11 +76,16 @@ def ssim_map(a: torch.Tensor, b: torch.Tensor, sigma: float = 1.5) -> torch.Tens
     return s.mean(1, keepdim=True)
 
 
-def evaluate(yaw: float, seed: int, size: int, texture: int, models, light=None, **options) -> dict[str, float]:
+def evaluate(
+    yaw: float, seed: int, size: int, texture: int, models, light=None, head: bool = True, relight: bool = True
+) -> dict[str, float]:
     full, narrow, capped = models
     scene = synthetic_face(yaw, size, texture, torch.Generator().manual_seed(seed), light=light)
+    config = FrontalizeConfig(
+        texture=TextureConfig(size=texture, relight=relight), composite=CompositeConfig(head=head)
+    )
     t = time.perf_counter()
-    result = frontalize(scene.image, landmarks=scene.landmarks, contour=False, texture_size=texture, **options)
+    result = frontalize(scene.image, landmarks=scene.landmarks, config=config)
     seconds = time.perf_counter() - t
     front = frontal_fit(scene.truth, capped)
     cam = front.camera

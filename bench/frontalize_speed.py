@@ -28,6 +28,8 @@ from morphface import load_default_model  # noqa: E402
 from morphface.fitting import fit_landmarks  # noqa: E402
 from morphface.io import read_image  # noqa: E402
 from morphface.uv import (  # noqa: E402
+    FrontalizeConfig,
+    TextureConfig,
     complete_texture,
     fill_holes,
     frontal_fit,
@@ -60,8 +62,10 @@ def main() -> None:
     done = complete_texture(seen, face, fit)
     front = frontal_fit(fit, face)
 
+    config = FrontalizeConfig(texture=TextureConfig(size=S))
+
     def pipeline():
-        return frontalize(image, landmarks=landmarks, contour=False, texture_size=S)
+        return frontalize(image, landmarks=landmarks, config=config)
 
     def render():
         return render_uv_texture(done.texture, face, front.camera, verts=front.vertices(face))

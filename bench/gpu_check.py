@@ -825,6 +825,11 @@ def train_step(pipe: Any, batch: dict[str, Any], optimizers: dict[str, torch.opt
     return float(res.loss.detach()), loss_d
 
 
+def _has_conv3d(pipe) -> bool:
+    """Whether any of the pipeline's networks has a 3D convolution (the learned-keypoint pipelines' volumes)."""
+    return any(isinstance(m, torch.nn.Conv3d) for net in _networks(pipe).values() for m in net.modules())
+
+
 def section_pipelines(ctx: Ctx, sec: Section) -> None:
     """Inference fps (fp32 / bf16, compile off / on) and one bf16 training step (ms, MiB) per pipeline."""
     from morphface.train.registry import registered_pipelines
@@ -869,6 +874,12 @@ def section_pipelines(ctx: Ctx, sec: Section) -> None:
         if call is not None:
             pipe.eval()
             for label, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+                if dtype is not None and dev.type == "cpu" and _has_conv3d(pipe):
+                    # measured: a bf16 Conv3d under CPU autocast is ~30x slower than fp32 (no fast kernel);
+                    # the dry run of kp3d/MMFA took minutes on it and measures nothing the GPU run needs
+                    inf_rows.append([name, label, "off", float("nan"), float("nan"),
+                                     "skipped on cpu: bf16 Conv3d has no fast CPU kernel"])
+                    continue
                 with sec.guard(f"{name} inference {label}"), torch.no_grad(), ctx.autocast(dtype):
                     out = _first_tensor(call())
                     if not bool(torch.isfinite(out.float()).all()):

@@ -86,3 +86,7 @@ def check_finite(name: str, tensor) -> None:
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} must be finite; found {bad} NaN/inf value(s) in a tensor of shape "
                          f"{tuple(tensor.shape)}")
+
+
+class AnnotationFormatError(MorphfaceError, ValueError):
+    """A ground-truth annotation file (.pts, AFLW2000-3D .mat) is missing fields or malformed."""

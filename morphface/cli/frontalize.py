@@ -75,7 +75,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import MorphfaceError
     from ..io import read_image, write_image
-    from ..uv.frontalize import frontalize, make_frontalize_detector
+    from ..uv.frontalize import (
+        FitConfig,
+        FrontalizeConfig,
+        TextureConfig,
+        ViewConfig,
+        frontalize,
+        make_frontalize_detector,
+    )
     from ._batch import FailureLog, inside, output_names
 
     src, out = Path(args.path), Path(args.output)
@@ -105,22 +112,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"morphface frontalize: error: {e}", file=sys.stderr)
         return 1
 
+    config = FrontalizeConfig(
+        fit=FitConfig(photometric_steps=args.photometric_steps, segmenter=None if args.no_person_mask else "auto"),
+        texture=TextureConfig(size=args.texture_size, relight=not args.no_relight),
+        view=ViewConfig(neutral_expression=args.neutral, placement=args.placement),
+    )
     out.mkdir(parents=True, exist_ok=True)
     names = output_names(files)
     log = FailureLog(write=lambda line: tqdm.write(line, file=sys.stderr))
     for path in tqdm(files, desc="frontalize", unit="image", file=sys.stderr):
         try:
             image = read_image(path)
-            result = frontalize(
-                image,
-                detector=detector,
-                texture_size=args.texture_size,
-                neutral_expression=args.neutral,
-                placement=args.placement,
-                photometric_steps=args.photometric_steps,
-                segmenter=None if args.no_person_mask else "auto",
-                relight=not args.no_relight,
-            )
+            result = frontalize(image, detector=detector, config=config)
             write_image(inside(out, out / f"{names[path]}_frontal.png"), result.side_by_side(image, height=args.height))
         except Exception as e:  # noqa: BLE001 - unreadable file, no face, failed fit: report and go on
             log.add(path, e)

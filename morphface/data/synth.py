@@ -70,7 +70,7 @@ from .textures import procedural_face_texture
 from .trajectories import expression_trajectory, head_trajectory
 
 __all__ = ["SynthConfig", "SynthIdentity", "SynthClip", "sample_identity", "synthesize_clip", "synthesize_dataset",
-           "clip_folder", "synthetic_voice"]
+           "clip_folder", "synthetic_voice", "render_posed_faces"]
 
 _INTERIOR = (0.06, 0.03, 0.03)  # linear RGB of the eye sockets and mouth cavity
 
@@ -295,6 +295,47 @@ def synthesize_clip(render_model: MorphableModel, fit_model: MorphableModel, ide
         wave = synthetic_voice(jaw, config.fps, identity.pitch_hz, 16000, g)
         audio = frame_aligned_features(wave, 16000, config.fps, 2, n_frames=T).float()
     return SynthClip(frames=frames_t, fit=fit, face_mask=torch.cat(masks), audio=audio)
+
+
+def render_posed_faces(render_model: MorphableModel, fit_model: MorphableModel, angles: Tensor, identity: int = 0,
+                       size: int = 256, seed: int = 0, supersample: int = 2) -> tuple[Tensor, FitResult]:
+    """One synthetic person (identity, texture, light, background of :func:`sample_identity` and
+    :func:`synthesize_clip`) rendered at given head rotations, neutral expression: pose ground truth
+    for detector-on-render tests (``bench/fit_real.py``).
+
+    Args:
+        render_model: the model drawn (the full default model).
+        fit_model: the model the ground truth refers to (the narrow default model).
+        angles: ``(B, 3)`` radians, pitch, yaw, roll (``morphface.camera``).
+        identity: which person (its random stream, as in the dataset with ``seed``).
+        size: image side in pixels.
+        seed: master seed.
+        supersample: supersampling factor per axis.
+
+    Returns:
+        ``images (B, 3, size, size)`` in [0, 1] and the ground-truth :class:`FitResult` (its
+        ``landmarks``: the fit model's 68 landmarks in pixels).
+    """
+    config = SynthConfig(size=size, seed=seed, supersample=supersample, audio=False)
+    person = sample_identity(render_model, identity, config)
+    g = seeded_generator(seed, "posed", identity)
+    light = _random_light(g)
+    background = random_background((size * supersample, size * supersample), g)
+    focal, t0 = _camera_placement(fit_model, person.id_coeffs, size, config.face_scale)
+    angles = torch.as_tensor(angles, dtype=torch.float32).reshape(-1, 3)
+    B = angles.shape[0]
+    fit = FitResult(id_coeffs=person.id_coeffs.expand(B, -1).clone(), exp_coeffs=torch.zeros(B, render_model.n_exp),
+                    angles=angles, translation=t0[None].expand(B, -1).clone(), focal=torch.full((B,), focal),
+                    image_size=(size, size), camera_kind="perspective", sh=light[None].expand(B, -1).clone())
+    big = FitResult(id_coeffs=fit.id_coeffs, exp_coeffs=fit.exp_coeffs, angles=angles, translation=fit.translation,
+                    focal=fit.focal * supersample, image_size=(size * supersample, size * supersample))
+    with torch.no_grad():
+        images, _ = _render_frames(render_model, big.vertices(render_model), big.camera, person.texture, light,
+                                   background)
+        if supersample > 1:
+            images = F.avg_pool2d(images, supersample)
+        fit.landmarks, _ = fit.camera.project(fit.vertices(fit_model)[:, fit_model.landmarks.clamp(min=0)])
+    return images.clamp(0, 1), fit
 
 
 def _settings(config: SynthConfig) -> dict:

@@ -7,7 +7,8 @@ from torch import Tensor
 
 from ..camera import euler_to_matrix
 
-__all__ = ["rotation_error_degrees", "aligned_vertex_error", "similarity_align"]
+__all__ = ["rotation_error_degrees", "aligned_vertex_error", "similarity_align", "angle_slope_mae",
+           "landmark_nme"]
 
 
 def rotation_error_degrees(angles_a: Tensor, angles_b: Tensor) -> Tensor:
@@ -32,3 +33,38 @@ def similarity_align(source: Tensor, target: Tensor) -> Tensor:
 def aligned_vertex_error(pred: Tensor, target: Tensor) -> Tensor:
     """Mean per-vertex distance ``(B,)`` (input units) after similarity alignment of ``pred`` onto ``target``."""
     return (similarity_align(pred, target) - target).norm(dim=-1).mean(1)
+
+
+def angle_slope_mae(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-angle least-squares slope of ``pred`` on ``true`` and mean absolute error.
+
+    Args:
+        true, pred: ``(N, 3)`` angles (any unit; degrees in reports), N >= 2.
+
+    Returns:
+        ``slope (3,)`` (1 = no compression; NaN for an angle that does not vary in ``true``) and
+        ``mae (3,)`` in the input unit.
+    """
+    if true.shape != pred.shape or true.dim() != 2 or true.shape[0] < 2:
+        raise ValueError(f"true and pred must both be (N >= 2, 3); got {tuple(true.shape)} and {tuple(pred.shape)}")
+    t = true - true.mean(0)
+    p = pred - pred.mean(0)
+    var = (t ** 2).sum(0)
+    slope = torch.where(var > 0, (t * p).sum(0) / var.clamp(min=1e-12), torch.full_like(var, float("nan")))
+    return slope, (pred - true).abs().mean(0)
+
+
+def landmark_nme(pred: Tensor, target: Tensor) -> Tensor:
+    """AFLW2000-3D normalised mean error per image: the mean point distance over the square root of
+    the target landmarks' bounding-box area.
+
+    Args:
+        pred, target: ``(B, L, 2)`` pixels.
+
+    Returns:
+        ``(B,)`` fractions (x 100 for percent).
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"pred and target must both be (B, L, 2); got {tuple(pred.shape)} and {tuple(target.shape)}")
+    wh = target.amax(1) - target.amin(1)
+    return (pred - target).norm(dim=-1).mean(1) / (wh[:, 0] * wh[:, 1]).clamp(min=1e-12).sqrt()

@@ -19,12 +19,15 @@ from .result import FitResult
 __all__ = ["fit_image", "dense_points"]
 
 
-def dense_points(faces) -> Tensor | None:
+def dense_points(faces, depth: bool = False) -> Tensor | None:
     """``(F, 468, 2)`` MediaPipe points (irises dropped) of detected faces, or ``None`` unless every
-    face has them."""
+    face has them; ``(F, 468, 3)`` with MediaPipe's relative depth (pixels, larger = farther) when
+    ``depth`` and every face has one."""
     if not faces or any(f.dense is None or f.dense.shape[0] < MEDIAPIPE_DENSE_POINTS for f in faces):
         return None
-    return torch.stack([torch.as_tensor(f.dense[:MEDIAPIPE_DENSE_POINTS, :2], dtype=torch.float32) for f in faces])
+    cols = 3 if depth and all(f.dense.shape[1] >= 3 for f in faces) else 2
+    return torch.stack([torch.as_tensor(f.dense[:MEDIAPIPE_DENSE_POINTS, :cols], dtype=torch.float32)
+                        for f in faces])
 
 
 def fit_image(
@@ -80,7 +83,7 @@ def fit_image(
     if not all_faces:
         faces = faces[:1]
     H, W = image.shape[-2:]
-    points = dense_points(faces) if dense is not False else None
+    points = dense_points(faces, depth=True) if dense is not False else None
     table = None if points is None else dense_correspondence_for(model, points.shape[1])
     if dense and points is None:
         who = getattr(detector, "name", type(detector).__name__)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..camera import axis_angle_to_matrix, matrix_to_euler
+from ..camera import axis_angle_to_matrix, euler_to_matrix, matrix_to_euler
 from ..morphable import MorphableModel
 from .result import FitResult, default_focal
 
@@ -185,8 +185,18 @@ def _camera_terms(kind: str, S: Tensor, R: Tensor, cam: Tensor, f: Tensor | None
     return proj, mm_per_px, dX, dcam, RS
 
 
+def _depth_residuals(RS: Tensor, depth: Tensor, mm_per_px: Tensor, wz: Tensor) -> Tensor:
+    """``(B, L)`` mm: the model's camera-frame z of each point (toward the camera), less its weighted
+    mean, plus the measured relative depth ``depth`` (pixels, larger = farther) in mm at the face (one
+    scale per image: the weighted mean of the points' millimetres per pixel)."""
+    z = RS[..., 2]
+    zt = depth * (wz * mm_per_px).sum(1, keepdim=True)
+    return (z - (wz * z).sum(1, keepdim=True)) + (zt - (wz * zt).sum(1, keepdim=True))
+
+
 def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor, R: Tensor, cam: Tensor,
-                         f: Tensor | None, pp: Tensor | None, steps: int, shape: bool = True, shared: int = 0):
+                         f: Tensor | None, pp: Tensor | None, steps: int, shape: bool = True, shared: int = 0,
+                         depth: Tensor | None = None, depth_weight: float = 0.0, fixed_rotation: bool = False):
     """Levenberg-Marquardt on rotation, camera and (optionally) shape coefficients, batched.
 
     Residuals are in millimetres at the face (see :func:`_camera_terms`), the units of the prior,
@@ -199,9 +209,17 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
     the whole batch (the frames of one person), with its prior counted once. The normal equations
     then have an arrow structure, solved by the Schur complement of the per-image blocks; steps
     are accepted or rejected for the batch as a whole.
+
+    With ``depth`` ``(B, L)`` (relative depths in pixels, see :func:`fit_landmarks`) one more residual
+    per point compares the model's depth, less its weighted mean, with ``depth`` times the point's
+    millimetres per pixel, weighted by ``depth_weight`` times the point's weight. ``fixed_rotation``
+    keeps ``R`` as given.
     """
     B, L, _ = x.shape
     w2 = w.repeat_interleave(2, dim=1)
+    wz = w / w.sum(1, keepdim=True).clamp(min=1e-12)  # weights of the depth centring
+    if depth is not None:
+        w2 = torch.cat([w2, w * depth_weight], dim=1)
     K = c.shape[1] if shape else 0
     reg = P.reg[:K]
     zeros6 = torch.zeros(6, dtype=x.dtype, device=x.device)
@@ -213,6 +231,8 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
     def evaluate(c, R, cam):
         proj, mm_per_px, dX, dcam, RS = _camera_terms(kind, P.shape(c), R, cam, f, pp)
         res = ((proj - x) * mm_per_px[..., None]).reshape(B, -1)
+        if depth is not None:
+            res = torch.cat([res, _depth_residuals(RS, depth, mm_per_px, wz)], dim=1)
         cost = (res ** 2 * w2).sum(1) + (local_reg * c[:, :K] ** 2).sum(1)
         if shared:  # the batch is one problem: every image carries the total cost
             cost = (cost.sum() + (reg[:shared] * c[0, :shared] ** 2).sum()).expand(B)
@@ -230,7 +250,18 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
         blocks = [dX @ neg_skew, dcam]
         if shape:
             blocks.append(dX @ torch.einsum("bij,klj->blik", R, P.basis[:K]))  # d(R S)/dc = R basis
-        J = torch.cat(blocks, dim=-1).reshape(B, 2 * L, -1)
+        J = torch.cat(blocks, dim=-1)  # (B, L, 2, P)
+        if depth is not None:
+            # d(depth residual)/d(R S) = (0, 0, 1): rotation row z of -[R S]x, no translation (it is
+            # centred away), shape R[2] . basis; then the weighted mean over points is removed
+            dz = [neg_skew[..., 2, :], torch.zeros_like(neg_skew[..., 2, :])]
+            if shape:
+                dz.append(torch.einsum("bj,klj->blk", R[:, 2], P.basis[:K]))
+            Jz = torch.cat(dz, dim=-1)
+            Jz = Jz - (wz[..., None] * Jz).sum(1, keepdim=True)
+            J = torch.cat([J.reshape(B, 2 * L, -1), Jz], dim=1)
+        else:
+            J = J.reshape(B, 2 * L, -1)
         JtW = J.transpose(1, 2) * w2[:, None]
         H = JtW @ J + torch.diag_embed(prior.expand(B, -1))
         g = (JtW @ res[..., None])[..., 0]
@@ -244,6 +275,11 @@ def _levenberg_marquardt(P: _Problem, kind: str, c: Tensor, x: Tensor, w: Tensor
             free = (~active).to(x.dtype)
             H = H * free[:, :, None] * free[:, None, :] + torch.diag_embed(active.to(x.dtype))
             g = g * free
+        if fixed_rotation:
+            keep = torch.ones_like(g)
+            keep[:, :3] = 0
+            H = H * keep[:, :, None] * keep[:, None, :] + torch.diag_embed(1 - keep)
+            g = g * keep
         damp = torch.diag_embed(mu * H.diagonal(dim1=1, dim2=2) + 1e-9)
         if shared:
             sl = torch.cat([torch.arange(6), torch.arange(6 + shared, 6 + K)]).to(x.device)
@@ -301,12 +337,17 @@ def fit_landmarks(
     gn_steps: int = 8,
     id_coeffs: Tensor | None = None,
     shared_identity: bool = False,
+    depth_weight: float = 0.0,
+    angles: Tensor | None = None,
 ) -> FitResult:
     """Fit identity, expression and camera to 2D landmarks in closed form.
 
     Args:
         model: the morphable model.
-        landmarks: ``(B, L, 2)`` pixel coordinates (``morphface.camera`` pixel convention).
+        landmarks: ``(B, L, 2)`` pixel coordinates (``morphface.camera`` pixel convention), or
+            ``(B, L, 3)`` with a relative depth per point in the third column (pixels at the scale of
+            x, larger = farther from the camera, any offset: MediaPipe's ``z``), used when
+            ``depth_weight > 0``.
         image_size: ``(H, W)`` of the images.
         camera: ``"perspective"`` (focal fixed, pose and shape fitted) or ``"weak_perspective"``.
         focal: focal length in pixels (perspective); default :func:`default_focal`.
@@ -325,6 +366,12 @@ def fit_landmarks(
         shared_identity: the batch shows one person (e.g. a video's frames): fit one identity for
             all images jointly with per-image expression and pose. The prior then counts once,
             and views from several poses pin the identity down far better than any single one.
+        depth_weight: weight of the depth residuals relative to the image residuals (0: depths
+            ignored). A regressor's 2D points can be biased toward frontal at large head pitch while
+            its depths still carry the turn; the depths are compared after removing their weighted
+            mean, in mm at the face (see :func:`_levenberg_marquardt`).
+        angles: ``(B|1, 3)`` radians, a known head rotation (pitch, yaw, roll) kept fixed; then only
+            translation, scale/camera and shape are fitted.
 
     Returns:
         A :class:`FitResult` whose ``landmarks`` are the fitted model landmarks in pixels and whose
@@ -335,12 +382,17 @@ def fit_landmarks(
     ids = model.landmarks if vertex_ids is None else torch.as_tensor(vertex_ids, device=model.mean.device)
     if ids.numel() == 0:
         raise ValueError(f"model {model.name!r} has no landmark vertices; pass vertex_ids")
+    depth = None
+    if depth_weight > 0 and torch.as_tensor(landmarks).shape[-1] == 3:
+        depth = torch.as_tensor(landmarks)[..., 2].reshape(-1, ids.numel())
     x = check_landmarks(landmarks, ids.numel())
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
     # The prior keeps the normal equations well conditioned (cond < 1e5), so float32 is accurate enough
     # for float32 inputs; float64 inputs are solved in float64.
     dtype = torch.float64 if out_dtype == torch.float64 else torch.float32
     x = x.to(dtype=dtype, device=model.mean.device)
+    if depth is not None:
+        depth = depth.to(dtype=dtype, device=x.device)
     B, L = x.shape[:2]
     w = torch.ones(B, L, dtype=dtype, device=x.device)
     if weights is not None:
@@ -363,13 +415,18 @@ def fit_landmarks(
     c = torch.zeros(B, n_id + n_exp, dtype=dtype, device=x.device)
     w2 = w.repeat_interleave(2, dim=1)
 
+    R_fixed = None
+    if angles is not None:
+        R_fixed = euler_to_matrix(torch.as_tensor(angles, dtype=dtype, device=x.device).reshape(-1, 3)).expand(B, 3, 3)
     history = []
     for _ in range(iterations):
         s, R, b = _affine_camera(P.shape(c), x, w)
+        R = R if R_fixed is None else R_fixed
         M, r = _weak_shape_system(P, s, R, b, x)
         c = P.solve(M, r, w2)
         history.append(float((((M @ c[..., None])[..., 0] - r) ** 2 * w2).sum(1).mean()))
     s, R, b = _affine_camera(P.shape(c), x, w)
+    R = R if R_fixed is None else R_fixed
 
     H, W = image_size
     if camera == "weak_perspective":
@@ -382,12 +439,16 @@ def fit_landmarks(
         # weak perspective -> perspective: the model origin sits at depth f / s
         cam = torch.stack([(b[:, 0] - pp[:, 0]) / s, -(b[:, 1] - pp[:, 1]) / s, -f / s], dim=-1)
         # the pose alone first: the weak-perspective shape is good, its pose is biased by perspective
-        c, R, cam, proj, _ = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, pose_steps, shape=False)
+        c, R, cam, proj, _ = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, pose_steps, shape=False,
+                                                  depth=depth, depth_weight=depth_weight,
+                                                  fixed_rotation=R_fixed is not None)
     shared = 0
     if shared_identity and fixed is None:
         shared = n_id
         c[:, :n_id] = c[:, :n_id].mean(0, keepdim=True)
-    c, R, cam, proj, hist = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, gn_steps, shared=shared)
+    c, R, cam, proj, hist = _levenberg_marquardt(P, camera, c, x, w, R, cam, f, pp, gn_steps, shared=shared,
+                                                 depth=depth, depth_weight=depth_weight,
+                                                 fixed_rotation=R_fixed is not None)
     history += hist
     if camera == "weak_perspective":
         trans, foc = cam[:, :2], cam[:, 2].exp()

@@ -4,7 +4,9 @@ Networks take and produce images in [-1, 1]; pipelines convert from the library'
 backward and in pixels (:mod:`morphface.nets.warp`). Every network has a frozen config dataclass whose
 defaults are the paper's sizes and a ``width`` multiplier of its channel counts.
 The learned-3D-keypoint core of the keypoint reenactors (kp3d, MMFA) is the subpackage
-:mod:`morphface.nets.keypoints`; the face-part parser of their segmentation loss is :mod:`morphface.nets.parsing`.
+:mod:`morphface.nets.keypoints`; the networks of their auxiliary losses, trained on the library's renders, are
+the face-part parser (:mod:`morphface.nets.parsing`, kp3d) and the heatmap landmark network
+(:mod:`morphface.nets.landmarks`, MMFA), their common part :mod:`morphface.nets.auxiliary`.
 Run ``python -m morphface.nets.summary`` for parameter counts and CPU timings.
 """
 

@@ -12,19 +12,16 @@ Files: safetensors of the ``state_dict`` with the JSON config in the metadata (n
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..errors import CheckpointError, InputShapeError, WeightsNotFoundError
-from .keypoints.blocks import Hourglass2d
+from ..errors import InputShapeError
+from .auxiliary import UNetHead, check_rgb, load_network, random_brightness_contrast, save_network, train_network
 
 __all__ = ["FaceParserConfig", "FaceParser", "train_face_parser", "part_iou", "save_face_parser",
            "load_face_parser"]
@@ -47,22 +44,21 @@ class FaceParserConfig:
     num_parts: int = 4
 
 
-class FaceParser(nn.Module):
+_FORMAT = "morphface.FaceParser"
+
+
+class FaceParser(UNetHead):
     """Image -> part probabilities (module docstring)."""
 
     def __init__(self, config: FaceParserConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or FaceParserConfig()
-        self.first = nn.Sequential(nn.Conv2d(3, cfg.base_channels, 3, padding=1), nn.ReLU())
-        self.unet = Hourglass2d(cfg.base_channels, cfg.base_channels, cfg.num_blocks, cfg.max_channels)
-        self.head = nn.Conv2d(self.unet.out_channels, cfg.num_parts, 1)
+        cfg = config or FaceParserConfig()
+        super().__init__(cfg.base_channels, cfg.num_blocks, cfg.max_channels, cfg.num_parts)
+        self.config = cfg
 
     def logits(self, image: Tensor) -> Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> ``(B, num_parts, H, W)`` logits."""
-        if not isinstance(image, Tensor) or image.dim() != 4 or image.shape[1] != 3:
-            shape = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
-            raise InputShapeError(f"image must have shape (B, 3, H, W); got {shape}")
-        return self.head(self.unet(self.first(image)))
+        check_rgb(image)
+        return self.maps(image)
 
     def forward(self, image: Tensor) -> Tensor:
         """``(B, 3, H, W)`` in [-1, 1] -> ``(B, num_parts, H, W)`` probabilities in (0, 1)."""
@@ -112,46 +108,28 @@ def train_face_parser(images: Tensor, masks: Tensor, *, steps: int = 300, batch_
             images.shape[-2:]:
         raise InputShapeError(f"need images (N, 3, H, W) and masks (N, P, H, W) of the same N, H, W; got "
                               f"{tuple(images.shape)} and {tuple(masks.shape)}")
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        parser = FaceParser(config).to(images.device)
-    if masks.shape[1] != parser.config.num_parts:
-        raise InputShapeError(f"masks must have {parser.config.num_parts} parts; got {masks.shape[1]}")
     pos = masks.mean(dim=(0, 2, 3)).clamp(min=1e-4)
     pos_weight = ((1 - pos) / pos).clamp(max=10.0)[None, :, None, None].to(images)
-    opt = torch.optim.Adam(parser.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(1, steps))
-    N = images.shape[0]
-    parser.train()
-    for step in range(steps):
-        idx = torch.randint(N, (min(batch_size, N),), generator=g).to(images.device)
-        x, y = images[idx], masks[idx].to(images)
-        if augment:
-            n = x.shape[0]
-            a = (1 + (torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.4).to(x)
-            b = ((torch.rand(n, 1, 1, 1, generator=g) - 0.5) * 0.2).to(x)
-            x = ((x - 0.5) * a + 0.5 + b).clamp(0, 1)
-            flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            y = torch.where(flip[:, None, None, None], y.flip(-1), y)
-        loss = F.binary_cross_entropy_with_logits(parser.logits(x * 2 - 1), y, pos_weight=pos_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if log is not None and (step % 50 == 0 or step == steps - 1):
-            log(step, float(loss.detach()))
-    return parser.eval()
+
+    def check(parser: FaceParser) -> None:
+        if masks.shape[1] != parser.config.num_parts:
+            raise InputShapeError(f"masks must have {parser.config.num_parts} parts; got {masks.shape[1]}")
+
+    def flip_and_recolour(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = random_brightness_contrast(x, g)
+        flip = (torch.rand(x.shape[0], generator=g) < 0.5).to(x.device)[:, None, None, None]
+        return torch.where(flip, x.flip(-1), x), torch.where(flip, y.flip(-1), y)
+
+    def loss(parser: FaceParser, x: Tensor, y: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(parser.logits(x * 2 - 1), y, pos_weight=pos_weight)
+
+    return train_network(lambda: FaceParser(config), images, masks, loss, steps=steps, batch_size=batch_size, lr=lr,
+                         seed=seed, augment=flip_and_recolour if augment else None, check=check, log=log)
 
 
 def save_face_parser(parser: FaceParser, path: str | os.PathLike) -> None:
     """Write ``parser`` as safetensors with its config in the metadata."""
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().cpu().contiguous() for k, v in parser.state_dict().items()}
-    save_file(state, str(path), metadata={"format": "morphface.FaceParser",
-                                          "config": json.dumps(dataclasses.asdict(parser.config))})
+    save_network(parser, path, _FORMAT)
 
 
 def load_face_parser(path: str | os.PathLike) -> FaceParser:
@@ -161,22 +139,5 @@ def load_face_parser(path: str | os.PathLike) -> FaceParser:
         WeightsNotFoundError: no file at ``path``.
         CheckpointError: not a face-parser file, or its tensors do not match its config.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsNotFoundError(f"face parser weights not found at {path}: train them with "
-                                   f"`python -m morphface.pipelines.face_parser` or set parser_weights")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("format") != "morphface.FaceParser":
-            raise CheckpointError(f"{path} is not a morphface face-parser file (format {meta.get('format')!r})")
-        parser = FaceParser(FaceParserConfig(**json.loads(meta["config"])))
-        parser.load_state_dict(load_file(str(path)), strict=True)
-    except CheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"could not load a face parser from {path}: {type(exc).__name__}: {exc}") from exc
-    return parser.eval()
+    return load_network(path, _FORMAT, lambda c: FaceParser(FaceParserConfig(**c)), name="face parser",
+                        kind="face-parser", command="morphface.pipelines.face_parser", option="parser_weights")

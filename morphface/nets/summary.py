@@ -5,7 +5,8 @@ Run ``python -m morphface.nets.summary`` (``--help`` for options). Timings are t
 (256) for the image networks; the mouth discriminator sees a ``size / 4`` crop (HeadGAN: 64x64 at
 256) and the motion encoder one 27-frame window. X2Face's networks are built for ``--size`` (their
 depth is capped at ``log2(size)``). The 3D-keypoint core ("KP ...", kp3d/MMFA) is at face-vid2vid's sizes
-(20 keypoints, a 32 x 16 x size/4 x size/4 volume); its paper-sized hourglasses need ``--size`` >= 128.
+(20 keypoints, a 32 x 16 x size/4 x size/4 volume); its paper-sized hourglasses need ``--size`` >= 128. MMFA's
+own networks ("MMFA ...") are at :class:`~morphface.pipelines.MMFAConfig`'s defaults (d = 128, d_z = 16).
 """
 
 from __future__ import annotations
@@ -38,13 +39,21 @@ from .keypoints import (
     AudioDeformationEstimator,
     CanonicalKeypointConfig,
     CanonicalKeypointDetector,
+    ExpressionDecoder,
+    ExpressionEncoder,
+    ExpressionEncoderConfig,
+    ExpressionVAE,
+    FeatureDiscriminator,
     HeadPoseConfig,
     HeadPoseEstimator,
     MotionFieldConfig,
     MotionFieldEstimator,
     OcclusionAwareGenerator,
     OcclusionAwareGeneratorConfig,
+    ScaleTranslationConfig,
+    ScaleTranslationDecoder,
 )
+from .landmarks import HeatmapLandmarkNet
 from .losses import VGGPerceptualLoss
 from .parsing import FaceParser
 from .x2face import DrivingNet, DrivingNetConfig, EmbeddingNet, EmbeddingNetConfig, IdentityVGG
@@ -104,6 +113,7 @@ def network_entries(width: float = 1.0, size: int = 256) -> list[NetworkEntry]:
                      lambda b, s: (img(b, s), ("relu2_1", "relu3_1", "relu3_2", "relu4_1", "relu4_2", "relu5_1")),
                      "image (stage II, frozen)"),
         *_keypoint_entries(width, img),
+        *_mmfa_entries(width, img),
         NetworkEntry("VGG19 perceptual loss", VGGPerceptualLoss(pretrained=False),
                      lambda b, s: (img(b, s), img(b, s)), "pred, target"),
     ]
@@ -146,6 +156,37 @@ def _keypoint_entries(width: float, img: Callable[..., torch.Tensor]) -> list[Ne
                      lambda b, s: (volume(b, s), flow(b, s), torch.rand(b, 1, s // 4, s // 4)),
                      "volume, flow, occlusion"),
         NetworkEntry("Face-part parser", FaceParser(), lambda b, s: (img(b, s),), "image -> 4 parts"),
+    ]
+
+
+def _mmfa_entries(width: float, img: Callable[..., torch.Tensor]) -> list[NetworkEntry]:
+    """MMFA's networks beside the core (its generator is the core's with ``multiscale``)."""
+    app = AppearanceConfig(width=width)
+    C, D = app.channels, app.depth
+    k = CanonicalKeypointConfig().num_keypoints
+    d = ExpressionEncoderConfig().feature_dim
+
+    def flow(b: int, s: int) -> torch.Tensor:
+        from .keypoints import coordinate_grid
+
+        return coordinate_grid(D, s // 4, s // 4).expand(b, -1, -1, -1, -1).contiguous()
+
+    return [
+        NetworkEntry("MMFA scale/translation decoder", ScaleTranslationDecoder(ScaleTranslationConfig(width=width)),
+                     lambda b, s: (img(b, s),), "image -> s, t"),
+        NetworkEntry("MMFA expression encoder", ExpressionEncoder(ExpressionEncoderConfig(width=width)),
+                     lambda b, s: (img(b, s),), f"image -> f ({d})"),
+        NetworkEntry("MMFA expression decoder", ExpressionDecoder(), lambda b, s: (torch.randn(b, d),
+                                                                                   torch.rand(b, k, 3) - 0.5),
+                     f"f, K_c -> delta ({k} x 3)"),
+        NetworkEntry("MMFA multi-scale G",
+                     OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(feature_channels=C, width=width,
+                                                                           multiscale=True)),
+                     lambda b, s: (torch.randn(b, C, D, s // 4, s // 4), flow(b, s), torch.rand(b, 1, s // 4, s // 4)),
+                     "volume, flow, occlusion -> 3 scales"),
+        NetworkEntry("MMFA expression VAE", ExpressionVAE(), lambda b, s: (torch.randn(b, d),), "f -> z -> f"),
+        NetworkEntry("MMFA feature D", FeatureDiscriminator(), lambda b, s: (torch.randn(b, d),), "f -> logit"),
+        NetworkEntry("2D landmark net", HeatmapLandmarkNet(), lambda b, s: (img(b, s),), "image -> 68 points"),
     ]
 
 

@@ -1,10 +1,10 @@
-"""Trainable face reenactment pipelines: HeadGAN and IFaceUV (3DMM-conditioned), KeypointGAN (kp3d, learned 3D
-keypoints) and X2Face (model-free).
+"""Trainable face reenactment pipelines: HeadGAN and IFaceUV (3DMM-conditioned), KeypointGAN (kp3d) and MMFA (learned
+3D keypoints) and X2Face (model-free).
 
 Each pipeline is an ``nn.Module`` that implements the training protocol of :mod:`morphface.train`
 (``nets``, ``generator_step``, ``discriminator_step``, ``visuals``, ``config_dict``; registered there as
-``"headgan"``, ``"ifaceuv"``, ``"kp3d"`` and ``"x2face"``), a :meth:`~Reenactor.training_step` for custom loops,
-and the inference
+``"headgan"``, ``"ifaceuv"``, ``"kp3d"``, ``"mmfa"`` and ``"x2face"``), a :meth:`~Reenactor.training_step` for
+custom loops, and the inference
 API (``reenact``, ``reconstruct``, ``edit``, ``frontalize``, ``encode``/``decode``). Batches follow the data
 contract of :mod:`morphface.data` (images in [0, 1]; the networks work in [-1, 1] internally);
 3D inputs missing from a batch are rendered from its parameter vectors. :func:`load_pipeline` restores a
@@ -16,6 +16,7 @@ from .headgan import HeadGAN, HeadGANPipelineConfig
 from .ifaceuv import IFaceUV, IFaceUVGenerator, IFaceUVOutput, IFaceUVPipelineConfig
 from .io import load_pipeline, resolve_weights, save_pipeline
 from .kp3d import KeypointGAN, KeypointGANConfig
+from .mmfa import MMFA, MMFAConfig
 from .params import ParamLayout, crop_fit, motion_windows, mouth_boxes, rescale_fit, transfer_motion
 from .x2face import X2Face, X2FaceConfig
 
@@ -36,6 +37,8 @@ __all__ = [
     "IFaceUVOutput",
     "KeypointGAN",
     "KeypointGANConfig",
+    "MMFA",
+    "MMFAConfig",
     "load_pipeline",
     "save_pipeline",
     "resolve_weights",

@@ -32,13 +32,14 @@ def _pipeline_classes() -> dict[str, type[Reenactor]]:
     from .headgan import HeadGAN
     from .ifaceuv import IFaceUV
     from .kp3d import KeypointGAN
+    from .mmfa import MMFA
     from .x2face import X2Face
 
-    return {"headgan": HeadGAN, "ifaceuv": IFaceUV, "kp3d": KeypointGAN, "x2face": X2Face}
+    return {"headgan": HeadGAN, "ifaceuv": IFaceUV, "kp3d": KeypointGAN, "mmfa": MMFA, "x2face": X2Face}
 
 
 #: registry names of the pipelines this module can load
-PIPELINES = ("headgan", "ifaceuv", "kp3d", "x2face")
+PIPELINES = ("headgan", "ifaceuv", "kp3d", "mmfa", "x2face")
 
 
 def _from_record(record_path: Path) -> Path:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,42 +49,37 @@ from torch import Tensor, nn
 from ..errors import InputShapeError, MissingInputError
 from ..fitting import FitResult
 from ..morphable.facs import AU_MAX, FACS_AUS, au_index, expression_to_aus
-from ..nets import (
-    DiscriminatorConfig,
-    MultiScaleDiscriminator,
-    feature_matching_loss,
-    hinge_discriminator_loss,
-    hinge_generator_loss,
-    l1_loss,
-)
+from ..nets import hinge_discriminator_loss, hinge_generator_loss
 from ..nets.keypoints import (
-    AppearanceConfig,
-    AppearanceFeatureExtractor,
     AUDeformationConfig,
     AUDeformationEstimator,
     AudioDeformationConfig,
     AudioDeformationEstimator,
-    CanonicalKeypointConfig,
-    CanonicalKeypointDetector,
-    HeadPoseConfig,
-    HeadPoseEstimator,
-    MotionFieldConfig,
-    MotionFieldEstimator,
-    OcclusionAwareGenerator,
-    OcclusionAwareGeneratorConfig,
     affine_warp,
     deformation_prior_loss,
     equivariance_loss,
-    head_pose_loss,
     keypoint_heatmaps_2d,
     keypoint_prior_loss,
     part_segmentation_loss,
     pose_to_rotation,
     random_affine,
     transform_keypoints,
-    warp_image_by_volume_flow,
 )
 from ..render.face_parts import face_part_masks
+from ._keypoint_common import (
+    LOSS_NETWORK_MODES,
+    KeypointCoreConfig,
+    KeypointReenactorMixin,
+    LossNetworkSpec,
+    LossTerms,
+    build_loss_network,
+    check_image_multiples,
+    check_non_negative,
+    core_decoders,
+    core_encoders,
+    draw_keypoints,
+    rotation_control,
+)
 from .base import MorphableReenactor, MorphableReenactorConfig, StepResult, to_signed, to_unit
 from .params import clamped_window_indices, transfer_motion
 
@@ -95,129 +89,53 @@ __all__ = ["KeypointGANConfig", "KeypointGAN", "draw_keypoints", "AUDIO_WINDOW_B
 #: Audio window of a frame ``t``: frames ``t - 4 .. t + 3`` (8 neighbouring frames), clamped at the clip ends.
 AUDIO_WINDOW_BEFORE, AUDIO_WINDOW_AFTER = 4, 3
 #: ``parser`` modes: ``"auto"`` (on when ``parser_weights`` is a file), ``"on"``, ``"off"``, ``"random"`` (tests).
-PARSER_MODES = ("auto", "on", "off", "random")
+PARSER_MODES = LOSS_NETWORK_MODES
+
+
+def _face_parser_spec() -> LossNetworkSpec:
+    from ..nets.parsing import FaceParser, load_face_parser
+
+    return LossNetworkSpec(owner="KeypointGAN", field="parser", network="face parser", kind="face-parser",
+                           loss="segmentation loss", loss_off="segmentation loss",
+                           command="morphface.pipelines.face_parser", make_random=FaceParser, load=load_face_parser)
 
 
 @dataclasses.dataclass
-class KeypointGANConfig(MorphableReenactorConfig):
-    """Configuration of :class:`KeypointGAN` (fields of :class:`MorphableReenactorConfig` plus these; defaults are the
-    paper-sized networks of face-vid2vid at 256 x 256; ``width`` scales every channel count).
+class KeypointGANConfig(KeypointCoreConfig, MorphableReenactorConfig):
+    """Configuration of :class:`KeypointGAN`: the fields of :class:`MorphableReenactorConfig`, of the keypoint core
+    (:class:`~morphface.pipelines._keypoint_common.KeypointCoreConfig`: network sizes, PatchGAN, the shared loss
+    weights ``lambda_perceptual .. lambda_deformation``, ``lambda_l1``, the equivariance affine) and these.
 
     Attributes:
-        num_keypoints: ``k`` (20, face-vid2vid's; the paper does not state its own).
-        feature_channels, depth: ``C`` and ``D`` of the identity volume (32, 16).
-        appearance_channels, appearance_res_blocks: identity extractor sizes (64, 6).
-        keypoint_channels, keypoint_max_channels, keypoint_blocks, keypoint_volume_channels: canonical
-            detector hourglass (32, 1024, 5, 32).
-        pose_channels, pose_stages: head-pose estimator (64, 4).
-        motion_channels, motion_max_channels, motion_blocks, compressed_channels: motion field hourglass
-            (32, 1024, 5, 5).
-        generator_channels, generator_res_blocks: occlusion-aware generator (64, 6).
         au_hidden, audio_hidden: hidden width of the per-keypoint MLPs (64).
-        blend_warped: the generator blends its output with the warped source by a predicted mask (not in the
-            paper; :mod:`morphface.nets.keypoints.generator`). Small, briefly trained models need it.
         use_audio: the audio-driven deformation (batches must then carry audio windows).
         audio_parts, audio_feature_size: of the frame-aligned audio features (4 x 27 = 108).
-        disc_width, disc_base_channels, disc_max_channels, disc_num_layers, disc_num_scales: PatchGAN sizes.
         parser: face parser mode, see :data:`PARSER_MODES` (``"off"``: no segmentation loss).
         parser_weights: a :func:`~morphface.nets.parsing.save_face_parser` file.
-        lambda_perceptual, lambda_gan, lambda_fm, lambda_equivariance, lambda_keypoint, lambda_head_pose,
-            lambda_deformation: face-vid2vid's 10, 1, 10, 20, 10, 20, 5.
         lambda_segmentation: ``lambda_S`` (10), lambda_lower: ``lambda`` of eq. 3.4 (1).
-        lambda_l1: the library's L1 pixel term (10; 0 for the paper's losses only).
-        equivariance_rotation_deg, equivariance_scale, equivariance_translation: the random affine's range.
     """
 
-    num_keypoints: int = 20
-    feature_channels: int = 32
-    depth: int = 16
-    appearance_channels: int = 64
-    appearance_res_blocks: int = 6
-    keypoint_channels: int = 32
-    keypoint_max_channels: int = 1024
-    keypoint_blocks: int = 5
-    keypoint_volume_channels: int = 32
-    pose_channels: int = 64
-    pose_stages: int = 4
-    motion_channels: int = 32
-    motion_max_channels: int = 1024
-    motion_blocks: int = 5
-    compressed_channels: int = 5
-    generator_channels: int = 64
-    generator_res_blocks: int = 6
     au_hidden: int = 64
     audio_hidden: int = 64
-    blend_warped: bool = False
     use_audio: bool = True
     audio_parts: int = 4
     audio_feature_size: int = 27
-    disc_width: float | None = None
-    disc_base_channels: int = 64
-    disc_max_channels: int = 512
-    disc_num_layers: int = 4
-    disc_num_scales: int = 2
     parser: str = "auto"
     parser_weights: str | None = None
-    lambda_perceptual: float = 10.0
-    lambda_gan: float = 1.0
-    lambda_fm: float = 10.0
-    lambda_equivariance: float = 20.0
-    lambda_keypoint: float = 10.0
-    lambda_head_pose: float = 20.0
-    lambda_deformation: float = 5.0
     lambda_segmentation: float = 10.0
     lambda_lower: float = 1.0
-    lambda_l1: float = 10.0
-    equivariance_rotation_deg: float = 10.0
-    equivariance_scale: float = 0.1
-    equivariance_translation: float = 0.1
 
     def validate(self) -> None:
         super().validate()
-        for f in dataclasses.fields(self):
-            if f.name.startswith("lambda_") and getattr(self, f.name) < 0:
-                raise ValueError(f"{f.name} must be >= 0; got {getattr(self, f.name)}")
+        check_non_negative(self)
         if self.parser not in PARSER_MODES:
             raise ValueError(f"parser must be one of {PARSER_MODES}; got {self.parser!r}")
         if self.num_keypoints < 1:
             raise ValueError(f"num_keypoints must be >= 1; got {self.num_keypoints}")
-        for name, blocks, factor in (("keypoint_blocks", self.keypoint_blocks, 4),
-                                     ("motion_blocks", self.motion_blocks, 4)):
-            if self.image_size % (factor * 2 ** blocks):
-                raise ValueError(f"image_size {self.image_size} must be a multiple of {factor * 2 ** blocks} for "
-                                 f"{name}={blocks}")
+        check_image_multiples(self, self.core_multiples())
 
 
-def draw_keypoints(images: Tensor, keypoints: Tensor, radius: float | None = None) -> Tensor:
-    """Coloured discs at the keypoints' image positions (the keypoint overlay picture).
-
-    Args:
-        images: ``(B, 3, H, W)`` in [0, 1].
-        keypoints: ``(B, k, 3)`` keypoint-space points (their ``x, y`` are normalised image coordinates).
-        radius: disc radius in pixels (default ``max(1.5, W / 64)``).
-
-    Returns:
-        ``(B, 3, H, W)`` in [0, 1]: keypoint ``i`` in hue ``i / k`` with a dark rim.
-    """
-    B, k = keypoints.shape[:2]
-    H, W = images.shape[-2:]
-    ys = (2 * torch.arange(H, device=images.device, dtype=images.dtype) + 1) / H - 1
-    xs = (2 * torch.arange(W, device=images.device, dtype=images.dtype) + 1) / W - 1
-    kp = keypoints[..., :2].to(images.dtype)
-    radius = 2.0 * (radius if radius is not None else max(1.5, W / 64)) / W  # normalised units
-    d = torch.sqrt((xs[None, None, None, :] - kp[..., 0, None, None]) ** 2
-                   + (ys[None, None, :, None] - kp[..., 1, None, None]) ** 2)  # (B, k, H, W)
-    hue = torch.arange(k, device=images.device, dtype=images.dtype) / k
-    rgb = ((torch.stack([hue, hue + 2 / 3, hue + 1 / 3], -1) * 6) % 6 - 3).abs().sub(1).clamp(0, 1)  # (k, 3)
-    fill = (d <= radius).to(images.dtype)
-    rim = ((d > radius) & (d <= radius * 1.5)).to(images.dtype)
-    colour = torch.einsum("bkhw,kc->bchw", fill, rgb) / fill.sum(1, keepdim=True).clamp(min=1)
-    any_fill = fill.amax(1, keepdim=True)
-    any_rim = rim.amax(1, keepdim=True) * (1 - any_fill)
-    return images * (1 - any_fill) * (1 - any_rim) + colour * any_fill
-
-
-class KeypointGAN(MorphableReenactor):
+class KeypointGAN(KeypointReenactorMixin, MorphableReenactor):
     """The trainable kp3d pipeline (module docstring). ``nets``: ``appearance``, ``canonical``, ``head_pose``,
     ``au_deformation``, ``audio_deformation`` (with ``use_audio``), ``motion``, ``generator``,
     ``discriminator``."""
@@ -225,73 +143,24 @@ class KeypointGAN(MorphableReenactor):
     name = "kp3d"
     config_class = KeypointGANConfig
     config: KeypointGANConfig
+    gan_generator_loss = staticmethod(hinge_generator_loss)
+    gan_discriminator_loss = staticmethod(hinge_discriminator_loss)
+    loss_networks = ("parser",)
 
     def __init__(self, config: KeypointGANConfig | Mapping[str, Any] | None = None, **overrides: Any) -> None:
         super().__init__(config, **overrides)
         cfg = self.config
-        w, k = cfg.width, cfg.num_keypoints
-        app = AppearanceFeatureExtractor(AppearanceConfig(
-            base_channels=cfg.appearance_channels, feature_channels=cfg.feature_channels, depth=cfg.depth,
-            num_res_blocks=cfg.appearance_res_blocks, width=w))
-        C = app.config.channels
-        nets: dict[str, nn.Module] = {
-            "appearance": app,
-            "canonical": CanonicalKeypointDetector(CanonicalKeypointConfig(
-                num_keypoints=k, base_channels=cfg.keypoint_channels, max_channels=cfg.keypoint_max_channels,
-                num_blocks=cfg.keypoint_blocks, depth=cfg.depth, volume_channels=cfg.keypoint_volume_channels,
-                width=w)),
-            "head_pose": HeadPoseEstimator(HeadPoseConfig(base_channels=cfg.pose_channels,
-                                                          num_stages=cfg.pose_stages, width=w)),
-            "au_deformation": AUDeformationEstimator(AUDeformationConfig(num_keypoints=k, hidden=cfg.au_hidden)),
-        }
+        k = cfg.num_keypoints
+        nets = core_encoders(cfg)
+        nets["au_deformation"] = AUDeformationEstimator(AUDeformationConfig(num_keypoints=k, hidden=cfg.au_hidden))
         if cfg.use_audio:
             nets["audio_deformation"] = AudioDeformationEstimator(AudioDeformationConfig(
                 num_keypoints=k, num_frames=AUDIO_WINDOW_BEFORE + AUDIO_WINDOW_AFTER + 1, parts=cfg.audio_parts,
                 feature_size=cfg.audio_feature_size, hidden=cfg.audio_hidden))
-        nets["motion"] = MotionFieldEstimator(MotionFieldConfig(
-            num_keypoints=k, feature_channels=C, depth=cfg.depth, compressed_channels=cfg.compressed_channels,
-            base_channels=cfg.motion_channels, max_channels=cfg.motion_max_channels, num_blocks=cfg.motion_blocks,
-            width=w))
-        nets["generator"] = OcclusionAwareGenerator(OcclusionAwareGeneratorConfig(
-            feature_channels=C, depth=cfg.depth, base_channels=cfg.generator_channels,
-            num_res_blocks=cfg.generator_res_blocks, width=w, blend_warped=cfg.blend_warped))
-        dw = cfg.disc_width if cfg.disc_width is not None else w
-        nets["discriminator"] = MultiScaleDiscriminator(DiscriminatorConfig(
-            cond_channels=k, base_channels=cfg.disc_base_channels, max_channels=cfg.disc_max_channels,
-            num_layers=cfg.disc_num_layers, num_scales=cfg.disc_num_scales, width=dw))
+        nets.update(core_decoders(cfg, nets["appearance"].config.channels))
         self.nets = nn.ModuleDict(nets)
-        self.parser = self._build_parser()
-
-    def _build_parser(self) -> nn.Module | None:
-        from pathlib import Path
-
-        from ..nets.parsing import FaceParser, load_face_parser
-
-        cfg = self.config
-        if cfg.parser == "off" or cfg.lambda_segmentation == 0:
-            return None
-        if cfg.parser == "random":
-            warnings.warn("KeypointGAN: parser='random' uses an untrained face parser; its segmentation loss is "
-                          "not meaningful (use only for tests)", stacklevel=3)
-            parser = FaceParser()
-        elif cfg.parser_weights is not None and (cfg.parser == "on" or Path(cfg.parser_weights).is_file()):
-            parser = load_face_parser(cfg.parser_weights)
-        elif cfg.parser == "on":
-            raise MissingInputError("KeypointGAN: parser='on' needs parser_weights (a face-parser file from "
-                                    "`python -m morphface.pipelines.face_parser`)")
-        else:
-            warnings.warn(f"KeypointGAN: no face-parser weights ({cfg.parser_weights!r}): the segmentation loss is "
-                          "OFF. Train them with `python -m morphface.pipelines.face_parser` and set parser_weights.",
-                          stacklevel=3)
-            return None
-        parser.requires_grad_(False)
-        return parser.eval()
-
-    def train(self, mode: bool = True) -> KeypointGAN:
-        super().train(mode)
-        if self.parser is not None:
-            self.parser.eval()
-        return self
+        self.parser = build_loss_network(_face_parser_spec(), cfg.parser, cfg.parser_weights,
+                                         cfg.lambda_segmentation)
 
     # ------------------------------------------------------------------ inputs
     def _aus(self, batch: Mapping[str, Tensor], who: str, B: int, like: Tensor) -> Tensor:
@@ -328,9 +197,6 @@ class KeypointGAN(MorphableReenactor):
         pix, _ = fit.camera.project(torch.zeros(params.shape[0], 1, 3, device=params.device))
         xy = pix[:, 0] * (2.0 / S) - 1.0
         return torch.cat([xy, xy.new_zeros(xy.shape[0], 1)], dim=-1)
-
-    def _angles(self, batch: Mapping[str, Tensor], who: str) -> Tensor:
-        return self.layout.split(self._params(batch, f"{who}_params"))["angles"]
 
     # ------------------------------------------------------------------ forward
     def generate(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -378,10 +244,7 @@ class KeypointGAN(MorphableReenactor):
             d_audio_d = d_audio_d * batch["audio_gain"].to(src)[..., None]
         kp_s = transform_keypoints(kc, R_s, t_s, d_au_s, d_audio_s)
         kp_d = transform_keypoints(kc, R_d, t_d, d_au_d, d_audio_d)
-        field = self.nets["motion"](volume, kp_s, kp_d, R_s, R_d)
-        gen = self.nets["generator"](volume, field.flow, field.occlusion,
-                                     src if self.config.blend_warped else None)
-        warped = gen.warped_image if gen.warped_image is not None else warp_image_by_volume_flow(src, field.flow)
+        gen, warped, field = self._animate(src, volume, kp_s, kp_d, R_s, R_d)
         out.update(fake=gen.image, warped=warped,
                    cond=keypoint_heatmaps_2d(kp_d.detach(), (S, S)), kp_source=kp_s, kp_driving=kp_d,
                    rotation_source=R_s, rotation_driving=R_d, translation_driving=t_d, delta_au_driving=d_au_d,
@@ -403,24 +266,10 @@ class KeypointGAN(MorphableReenactor):
         out = self.generate(batch)
         fake = out["fake"]
         target = to_signed(batch["driving"]).to(fake)
-        logs: dict[str, Tensor] = {}
-        loss = fake.new_zeros(())
-
-        def add(name: str, weight: float, value: Tensor) -> None:
-            nonlocal loss
-            loss = loss + weight * value
-            logs[name] = value.detach()
-
-        if cfg.lambda_l1 > 0:
-            add("l1", cfg.lambda_l1, l1_loss(fake, target))
-        if self.perceptual is not None and cfg.lambda_perceptual > 0:
-            add("perceptual", cfg.lambda_perceptual, self.perceptual(fake, target))
-        if cfg.lambda_gan > 0 or cfg.lambda_fm > 0:
-            d_fake = self.nets["discriminator"](fake, out["cond"])
-            with torch.no_grad():
-                d_real = self.nets["discriminator"](target, out["cond"])
-            add("gan", cfg.lambda_gan, hinge_generator_loss(d_fake.logits))
-            add("fm", cfg.lambda_fm, feature_matching_loss(d_fake.features, d_real.features))
+        terms = LossTerms(fake)
+        add = terms.add
+        self._add_reconstruction_losses(terms, [fake], [target])
+        self._add_gan_losses(terms, fake, target, out["cond"])
         if cfg.lambda_equivariance > 0:
             theta = random_affine(B, max_rotation_deg=cfg.equivariance_rotation_deg, max_scale=cfg.equivariance_scale,
                                   max_translation=cfg.equivariance_translation, device=fake.device, dtype=fake.dtype)
@@ -430,10 +279,7 @@ class KeypointGAN(MorphableReenactor):
             add("equivariance", cfg.lambda_equivariance, equivariance_loss(out["kp_driving"], kp_t, theta))
         if cfg.lambda_keypoint > 0:
             add("keypoint_prior", cfg.lambda_keypoint, keypoint_prior_loss(out["kp_driving"]))
-        if cfg.lambda_head_pose > 0:
-            pose = 0.5 * (head_pose_loss(out["angles_source"], self._angles(batch, "source"))
-                          + head_pose_loss(out["angles_driving"], self._angles(batch, "driving")))
-            add("head_pose", cfg.lambda_head_pose, pose)
+        self._add_head_pose_loss(terms, out, batch)
         if cfg.lambda_deformation > 0:
             add("deformation_prior", cfg.lambda_deformation,
                 deformation_prior_loss(out["delta_au_driving"], out.get("delta_audio_driving")))
@@ -441,27 +287,14 @@ class KeypointGAN(MorphableReenactor):
             parts = self.parser(fake.float())
             add("segmentation", cfg.lambda_segmentation,
                 part_segmentation_loss(parts, self._part_targets(batch).to(parts), cfg.lambda_lower))
-        outputs = {"fake": fake, "warped": out["warped"], "cond": out["cond"], "kp_driving": out["kp_driving"],
-                   "kp_source": out["kp_source"]}
-        return StepResult(loss, logs, outputs)
+        return terms.result(self._step_outputs(fake, out))
 
     def discriminator_step(self, batch: Mapping[str, Tensor], outputs: dict[str, Tensor]) -> StepResult:
-        fake, cond = outputs["fake"].detach(), outputs["cond"].detach()
-        target = to_signed(batch["driving"]).to(fake)
-        d = self.nets["discriminator"](torch.cat([target, fake]), torch.cat([cond, cond]))
-        real_logits = [x.chunk(2)[0] for x in d.logits]
-        fake_logits = [x.chunk(2)[1] for x in d.logits]
-        loss = hinge_discriminator_loss(real_logits, fake_logits)
-        logs = {"image": loss.detach(),
-                "real_score": torch.stack([x.mean() for x in real_logits]).mean().detach(),
-                "fake_score": torch.stack([x.mean() for x in fake_logits]).mean().detach()}
-        return StepResult(loss, logs, {})
+        return self._image_discriminator_step(batch, outputs)
 
     def visuals(self, batch: Mapping[str, Tensor], outputs: dict[str, Tensor]) -> dict[str, Tensor]:
         """source with ``K_s`` | warped | output | target with ``K_d``, each ``(B, 3, S, S)`` in [0, 1]."""
-        return {"source_keypoints": draw_keypoints(batch["source"], outputs["kp_source"]),
-                "warped": to_unit(outputs["warped"]), "output": to_unit(outputs["fake"]),
-                "target_keypoints": draw_keypoints(batch["driving"], outputs["kp_driving"])}
+        return self._keypoint_visuals(batch, outputs)
 
     # ------------------------------------------------------------------ inference
     def _windows(self, audio: Tensor | None, idx: Tensor, T: int) -> Tensor | None:
@@ -473,8 +306,7 @@ class KeypointGAN(MorphableReenactor):
              audio: Tensor | None = None, batch_size: int = 8, output: str = "fake",
              controls: Mapping[str, Tensor] | None = None) -> Tensor:
         """Generate ``T`` frames of a source driven by fits (and driving crops when given); ``(T, 3, S, S)``."""
-        if output not in ("fake", "warped"):
-            raise ValueError(f"output must be 'fake' or 'warped'; got {output!r}")
+        self._check_output(output)
         S = self.config.image_size
         if source.shape != (3, S, S):
             raise InputShapeError(f"source must be (3, {S}, {S}); got {tuple(source.shape)}")
@@ -579,15 +411,7 @@ class KeypointGAN(MorphableReenactor):
         angles = torch.tensor([[math.radians(float(v or 0.0)) for v in (pitch, yaw, roll)]], device=self.device)
         R_u = pose_to_rotation(angles)
         if rotation is not None:
-            r = torch.as_tensor(rotation, dtype=torch.float32, device=self.device)
-            if r.shape == (3,):
-                R_extra = pose_to_rotation(torch.deg2rad(r)[None])
-            elif r.shape == (3, 3):
-                c = torch.tensor([1.0, -1.0, -1.0], device=self.device)
-                R_extra = (r * c[:, None] * c[None, :])[None]
-            else:
-                raise InputShapeError(f"rotation must be (3,) degrees or a (3, 3) matrix; got {tuple(r.shape)}")
-            R_u = R_extra @ R_u
+            R_u = rotation_control(rotation, self.device) @ R_u
         controls["driving_rotation" if not relative else "rotation_offset"] = R_u
         if translation is not None:
             t = torch.as_tensor(translation, dtype=torch.float32, device=self.device).reshape(1, -1)

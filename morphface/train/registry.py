@@ -46,6 +46,7 @@ _BUILTIN_PIPELINES: dict[str, str] = {
     "ifaceuv": "morphface.pipelines.ifaceuv:IFaceUV.from_config",
     "x2face": "morphface.pipelines.x2face:X2Face.from_config",
     "kp3d": "morphface.pipelines.kp3d:KeypointGAN.from_config",
+    "mmfa": "morphface.pipelines.mmfa:MMFA.from_config",
 }
 _BUILTIN_DATASETS: dict[str, str] = {
     "toy_shapes": "morphface.train.toy:ToyShapesDataset.from_config",

@@ -6,7 +6,8 @@ UV position and normal maps, texture extraction with z-buffer visibility (:func:
 completion (mirror, albedo model, push-pull; :func:`complete_texture`), multi-view fusion
 (:func:`fuse_unwraps`), rendering a texture (:func:`render_uv_texture`), closing a mesh's eye and
 mouth openings (:func:`fill_holes`), moving the photo around a re-posed face (:func:`head_flow`,
-:func:`warp_surroundings`, :func:`even_head_outline`) and :func:`frontalize`.
+:func:`warp_surroundings`, :func:`even_head_outline`) and :func:`frontalize` (its stages:
+:class:`Frontalizer`, its options: :class:`FrontalizeConfig`).
 
 UV convention (the model's, OBJ's): u to the right, v **up**, both in ``[0, 1]``; texel
 ``(row r, column c)`` of an ``S x S`` texture is centred at ``u = (c + 0.5) / S``,
@@ -26,7 +27,18 @@ from .complete import (
     push_pull_fill,
     symmetry_map,
 )
-from .frontalize import FrontalizeResult, fit_with_contour, frontal_fit, frontalize
+from .frontalize import (
+    CompositeConfig,
+    FitConfig,
+    FrontalizeConfig,
+    Frontalizer,
+    FrontalizeResult,
+    TextureConfig,
+    ViewConfig,
+    fit_with_contour,
+    frontal_fit,
+    frontalize,
+)
 from .headwarp import HeadFlow, head_flow
 from .holes import fill_holes
 from .layout import UVLayout, UVOverlap, generate_uv_layout, model_uv_layout, uv_overlap, with_uv_layout
@@ -73,6 +85,12 @@ __all__ = [
     "laplacian_blend",
     "feather_mask",
     "FrontalizeResult",
+    "FrontalizeConfig",
+    "FitConfig",
+    "TextureConfig",
+    "ViewConfig",
+    "CompositeConfig",
+    "Frontalizer",
     "frontalize",
     "frontal_fit",
     "fit_with_contour",

@@ -1,70 +1,88 @@
-"""Non-learned face frontalisation: fit, unwrap with visibility, complete, re-render frontally, blend.
+"""Non-learned face frontalisation: fit, unwrap with visibility, complete, relight, re-render frontally, blend.
 
-:func:`frontalize` runs, for each image:
+:func:`frontalize` runs the stages of :class:`Frontalizer`, one method each, with the options of one
+frozen :class:`FrontalizeConfig` (a small part per stage: :class:`FitConfig`, :class:`TextureConfig`,
+:class:`ViewConfig`, :class:`CompositeConfig`, each checked when made)::
 
-1. **Fit.** 68 landmarks from a detector (or given), then :func:`~morphface.fitting.fit_landmarks`
-   (perspective); with MediaPipe, its 468 dense points through the model's correspondence table
-   (:func:`~morphface.fitting.fit_dense_landmarks`). The default detector prefers MediaPipe over
-   dlib (:func:`make_frontalize_detector`): dlib's landmarks collapse toward a frontal shape beyond
-   ~35 degrees of yaw. 2D regressors (dlib,
-   FAN 2D) put the jaw points of a turned face on its silhouette, not on fixed skin points, so for
-   them the far-side jaw landmarks are re-assigned to the model's silhouette vertices and the fit
-   is repeated (:func:`fit_with_contour`, the "landmark marching" of Zhu et al., CVPR 2015).
-   With a person mask (:func:`~morphface.fitting.make_segmenter`, MediaPipe's selfie segmentation
-   when installed) the fit is pulled back wherever its outline reaches onto the background
+    config = FrontalizeConfig(texture=TextureConfig(size=512), view=ViewConfig(neutral_expression=True))
+    result = frontalize(image, config=config)
+
+    stages = Frontalizer(config=config)               # or a subclass with one stage replaced
+    face = stages.fit(images)                         # FaceFit: fit, frontal pose, person mask
+    texels = stages.unwrap(images, face)              # Texels: the unwrap, the photo's light
+    done = stages.complete(texels, face)              # Completion: every texel filled
+    done = stages.relight(done, texels, face)         # lit by the same light at the frontal normals
+    done = stages.keep_photo(done, images, face)      # a nearly frontal photo keeps its colours
+    rendered = stages.render(done.texture, face, images)
+    out = stages.composite(images, face, rendered)    # Composite: image, face_mask, background
+
+For each image:
+
+1. **Fit** (:meth:`Frontalizer.fit`). 68 landmarks from a detector (or given), then
+   :func:`~morphface.fitting.fit_landmarks` (perspective); with MediaPipe, its 468 dense points
+   through the model's correspondence table (:func:`~morphface.fitting.fit_dense_landmarks`). The
+   default detector prefers MediaPipe over dlib (:func:`make_frontalize_detector`): dlib's landmarks
+   collapse toward a frontal shape beyond ~35 degrees of yaw. 2D regressors (dlib, FAN 2D) put the
+   jaw points of a turned face on its silhouette, not on fixed skin points, so for them the far-side
+   jaw landmarks are re-assigned to the model's silhouette vertices and the fit is repeated
+   (:func:`fit_with_contour`, the "landmark marching" of Zhu et al., CVPR 2015). With a person mask
+   (:func:`~morphface.fitting.make_segmenter`, MediaPipe's selfie segmentation when installed) the
+   fit is pulled back wherever its outline reaches onto the background
    (:func:`~morphface.fitting.refine_with_person_mask`). Optionally
    :func:`~morphface.fitting.fit_photometric` refines the fit.
-2. **Unwrap** (:func:`~morphface.uv.unwrap`) into the UV layout of the model with its eye and mouth
-   openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes and the inside of the mouth
-   are part of the texture; visibility from the z-buffer, texels next to depth discontinuities
-   distrusted, texels on the person mask's background not sampled. The photo's first-order shading
-   is divided out (:mod:`morphface.uv.shading`), and then texels whose colour is not the face's skin
-   colour are dropped where a better source exists: grazing ones with a squarer mirror, hair over
-   one side whose mirror is clean skin, hair framing the face from the temples (a fringe on the
-   forehead stays: nothing shows the skin under it), grazing ones on the nose ridge, and the fringes
-   of all these
-   (:func:`~morphface.uv.reject_colour_outliers`). Judged after the shading is divided out, a cheek
-   that is only darker or brighter from the light is no outlier.
-3. **Complete** (:func:`~morphface.uv.complete_texture`): mirror, albedo model, push-pull fill. A
-   face that is nearly frontal already (turned by less than 8 degrees, mixed up to 15) keeps the
-   photo's own colour on every texel the camera sees: nothing in it is judged or replaced, so a
-   frontal photo comes back as it was, hair over a cheek included.
-4. **Render** the textured face with zero rotation (and, optionally, neutral expression), lit by the
-   same light, which stays fixed in the camera frame, at its frontal normals.
-5. **Composite.** The hair, ears, neck and background are kept, but moved so that they meet the
-   frontal face where they met the turned one. The neck and everything beyond the head follow
-   :func:`warp_surroundings` (the region just outside the old face outline is brought to just
-   outside the new one, fading to no motion a third of a face width away); without this, the parts
-   of the turned face that the frontal face does not cover (the profile of the nose, the far jaw)
-   would stay beside it. The ears, the hair on the scalp and the photo's face above the mouth turn
-   with the head (:func:`~morphface.uv.head_flow`: the fitted head with its ears and scalp,
-   rasterised in both poses, gives each pixel its source; points the photo did not see take their
-   mirror's pixel), so the hair frames the frontal face instead of staying where the turned head
-   had it, and a nearly frontal photo keeps its own forehead and temples. With a person mask, the
-   hair beyond the head is then evened out (:func:`~morphface.uv.surroundings.even_head_outline`): a
-   turned head shows the back of the head on one side and little beyond the temple on the other;
-   the wider side is narrowed toward the mean of the two, so the frontal face is not framed by the
-   back of the head on one side only. The rendered face then
-   replaces the face region: Laplacian-pyramid blending (:func:`~morphface.uv.blend.laplacian_blend`)
-   with a nearly hard mask (the silhouette's outermost 0.5% dropped) and the render extended past
-   its silhouette by push-pull filling, so that the seam's colours are mixed over a band (the
-   coarsest about 1/32 of the face's width: coarser bands carried the surroundings' colours into the
-   whole face) while fine detail stays sharp on both sides. Inside the face the render is mixed
-   with the old face's skin (which continues the forehead and the jaw), never with its eyes or
-   hair (:func:`_under_layer`). Above the brows, hair that the re-posed photo shows in front of the
-   forehead (a lock the texture had rejected and filled with skin) stays in front of it
-   (:func:`_hair_over_forehead`). With a person mask, the background that a turned head's chin
-   leaves between the frontal chin and the photo's neck is painted with the neck's skin
-   (:func:`_neck_under_chin`).
+2. **Unwrap** (:meth:`Frontalizer.unwrap`, :func:`~morphface.uv.unwrap`) into the UV layout of the
+   model with its eye and mouth openings closed (:func:`~morphface.uv.fill_holes`), so that the eyes
+   and the inside of the mouth are part of the texture; visibility from the z-buffer, texels next to
+   depth discontinuities distrusted, texels on the person mask's background not sampled. The photo's
+   first-order shading is divided out (:mod:`morphface.uv.shading`), and then texels whose colour is
+   not the face's skin colour are dropped where a better source exists: grazing ones with a squarer
+   mirror, hair over one side whose mirror is clean skin, hair framing the face from the temples (a
+   fringe on the forehead stays: nothing shows the skin under it), grazing ones on the nose ridge,
+   and the fringes of all these (:func:`~morphface.uv.reject_colour_outliers`). Judged after the
+   shading is divided out, a cheek that is only darker or brighter from the light is no outlier.
+3. **Complete** (:meth:`Frontalizer.complete`, :func:`~morphface.uv.complete_texture`): mirror,
+   albedo model, push-pull fill; then **relight** (:meth:`Frontalizer.relight`) with the light
+   fitted in step 2 at the frontal normals. A face that is nearly frontal already (turned by less
+   than 8 degrees, mixed up to 15) keeps the photo's own colour on every texel the camera sees:
+   nothing in it is judged or replaced, so a frontal photo comes back as it was, hair over a cheek
+   included (:meth:`Frontalizer.keep_photo`).
+4. **Render** (:meth:`Frontalizer.render`) the textured face with zero rotation (and, optionally,
+   neutral expression), lit by the same light, which stays fixed in the camera frame, at its frontal
+   normals.
+5. **Composite** (:meth:`Frontalizer.composite`). The hair, ears, neck and background are kept, but
+   moved so that they meet the frontal face where they met the turned one. The neck and everything
+   beyond the head follow :func:`warp_surroundings` (the region just outside the old face outline is
+   brought to just outside the new one, fading to no motion a third of a face width away); without
+   this, the parts of the turned face that the frontal face does not cover (the profile of the nose,
+   the far jaw) would stay beside it. The ears, the hair on the scalp and the photo's face above the
+   mouth turn with the head (:func:`~morphface.uv.head_flow`: the fitted head with its ears and
+   scalp, rasterised in both poses, gives each pixel its source; points the photo did not see take
+   their mirror's pixel), so the hair frames the frontal face instead of staying where the turned
+   head had it, and a nearly frontal photo keeps its own forehead and temples. With a person mask,
+   the hair beyond the head is then evened out
+   (:func:`~morphface.uv.surroundings.even_head_outline`): a turned head shows the back of the head
+   on one side and little beyond the temple on the other; the wider side is narrowed toward the mean
+   of the two, so the frontal face is not framed by the back of the head on one side only. The
+   rendered face then replaces the face region: Laplacian-pyramid blending
+   (:func:`~morphface.uv.blend.laplacian_blend`) with a nearly hard mask (the silhouette's outermost
+   0.5% dropped) and the render extended past its silhouette by push-pull filling, so that the
+   seam's colours are mixed over a band (the coarsest about 1/32 of the face's width: coarser bands
+   carried the surroundings' colours into the whole face) while fine detail stays sharp on both
+   sides. Inside the face the render is mixed with the old face's skin (which continues the forehead
+   and the jaw), never with its eyes or hair (:func:`_under_layer`). Above the brows, hair that the
+   re-posed photo shows in front of the forehead (a lock the texture had rejected and filled with
+   skin) stays in front of it (:func:`_hair_over_forehead`). With a person mask, the background that
+   a turned head's chin leaves between the frontal chin and the photo's neck is painted with the
+   neck's skin (:func:`_neck_under_chin`).
 
 **Where the frontal face goes.** At the fitted depth (so at the input face's scale), with the
-rotation set to zero. With ``placement="box"`` (default) the translation is then adjusted so
+rotation set to zero. With :attr:`ViewConfig.placement` ``"box"`` (default) the translation is then adjusted so
 that the frontal face's image bounding box has the same centre as the fitted face's: the face stays
-where it was in the picture and the surroundings move least. ``placement="origin"`` keeps the
+where it was in the picture and the surroundings move least. ``"origin"`` keeps the
 fitted translation itself (the head turns about the model origin, ~13 cm behind the nose tip, near
 the neck), which moves the face toward the middle of the head, as a physically turning head does.
 
-Output resolution (``output_size``) scales the camera's intrinsics and resizes the photo: the
+Output resolution (:attr:`ViewConfig.output_size`) scales the camera's intrinsics and resizes the photo: the
 frontal face keeps its place in the picture.
 
 Limits: the result is only as good as the fit. Beyond ~50 degrees of yaw, or with landmarks off by
@@ -78,6 +96,7 @@ import functools
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -94,8 +113,9 @@ from ..fitting.silhouette import refine_with_person_mask
 from ..fitting.skin import fit_colour_model, luma_chroma
 from ..morphable.model import MorphableModel
 from ..render import rasterize, vertex_normals
+from ..render.types import Rendered
 from .blend import blur, dilate, erode, feather_mask, laplacian_blend
-from .complete import complete_texture, push_pull_fill
+from .complete import Completion, complete_texture, push_pull_fill
 from .headwarp import HeadFlow, head_flow
 from .holes import fill_holes
 from .outliers import reject_colour_outliers
@@ -106,7 +126,16 @@ from .surroundings import even_head_outline, resample_source, sample_pixels, sur
 from .unwrap import UnwrapResult, unwrap
 
 __all__ = [
+    "CompositeConfig",
+    "Composite",
+    "FaceFit",
+    "FitConfig",
+    "FrontalizeConfig",
     "FrontalizeResult",
+    "Frontalizer",
+    "Texels",
+    "TextureConfig",
+    "ViewConfig",
     "frontalize",
     "frontal_fit",
     "fit_with_contour",
@@ -117,6 +146,205 @@ __all__ = [
 # iBUG-68 jaw points on the subject's left (+x) and right (-x) of the chin (point 8).
 _JAW_LEFT = list(range(9, 17))
 _JAW_RIGHT = list(range(0, 8))
+_MIRROR_MODES = ("blend", "fill", None)
+
+
+def _pair(value, name: str) -> tuple[float, float] | None:
+    """``(lo, hi)`` as a tuple of floats with ``0 <= lo <= hi`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a (lo, hi) pair of degrees or None; got {value!r}") from None
+    if not 0 <= lo <= hi:
+        raise ValueError(f"{name} must have 0 <= lo <= hi; got {value!r}")
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Stage 1, :meth:`Frontalizer.fit`: landmarks -> a fit of the face model, and the person mask.
+
+    Attributes:
+        contour: treat the far-side jaw landmarks as silhouette points (:func:`fit_with_contour`).
+            Right for 2D regressors (dlib, FAN 2D), whose jaw points follow the visible outline;
+            wrong for MediaPipe (its points are projections of a fitted 3D mesh) and for landmarks
+            that are projections of the model's own landmark vertices. ``None``: True for the dlib
+            and FAN detectors, False for MediaPipe and for given ``landmarks``.
+        dense: fit MediaPipe's 468 points through the model's correspondence table
+            (:func:`~morphface.fitting.fit_dense_landmarks`) instead of the 68: the lips, eyelids and
+            cheeks are followed more closely (a closed mouth stays closed). ``None``: when the detector
+            gives them and the model has a table (the embedded model does).
+        silhouette: with a person mask, refit so that the face's occluding contour (nose, lips, far
+            cheek) does not reach onto the background (:func:`~morphface.fitting.refine_with_person_mask`);
+            a fit inside the mask is unchanged. Not with ``contour`` (its jaw points are silhouette
+            points already).
+        segmenter: a :class:`~morphface.fitting.PersonSegmenter`, a backend name, ``"auto"`` (MediaPipe's
+            when it can run here, else none) or ``None``. The person mask keeps texels that land on the
+            background out of the texture (:func:`~morphface.uv.unwrap`'s ``foreground``), evens out
+            the hair around a turned head (:attr:`CompositeConfig.even_outline`) and paints the
+            background that a turned head's chin leaves between the frontal chin and the photo's neck
+            with the neck's skin. A mask covering less than half of the fitted face is taken for a
+            failed segmentation and ignored.
+        photometric_steps: if > 0, refine the landmark fit with that many steps of
+            :func:`~morphface.fitting.fit_photometric`.
+        max_fit_error: a fit whose landmark RMSE exceeds this fraction of the landmark box diagonal
+            raises :class:`~morphface.errors.FitError`.
+    """
+
+    contour: bool | None = None
+    dense: bool | None = None
+    silhouette: bool = True
+    segmenter: PersonSegmenter | str | None = "auto"
+    photometric_steps: int = 0
+    max_fit_error: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (self.segmenter is None or isinstance(self.segmenter, (str, PersonSegmenter))):
+            raise ValueError(
+                f"FitConfig.segmenter must be a PersonSegmenter, a backend name, 'auto' or None; got {self.segmenter!r}"
+            )
+        if not isinstance(self.photometric_steps, int) or self.photometric_steps < 0:
+            raise ValueError(f"FitConfig.photometric_steps must be an int >= 0; got {self.photometric_steps!r}")
+        if not self.max_fit_error > 0:
+            raise ValueError(f"FitConfig.max_fit_error must be > 0; got {self.max_fit_error!r}")
+
+
+@dataclass(frozen=True)
+class TextureConfig:
+    """Stages 2-4, :meth:`Frontalizer.unwrap`, :meth:`~Frontalizer.complete`, :meth:`~Frontalizer.relight`
+    and :meth:`~Frontalizer.keep_photo`: the UV texture.
+
+    Attributes:
+        size: UV texture resolution ``S``; ``None``: the power of two at or above the fitted face's
+            size in the image (its landmark box's longer side), between 128 and 1024 (finer textures
+            than the photo's own resolution only cost time).
+        edge_margin: texels within this fraction of the face width of a depth discontinuity
+            (outline, nose) are distrusted (see :func:`~morphface.uv.unwrap`).
+        reject_outliers: texels whose colour is far from the face's skin colour count as unseen where
+            completion has something better (:func:`~morphface.uv.reject_colour_outliers`: grazing
+            texels with a squarer mirror, hair over one side or framing the face above the nose, the
+            nose ridge of a profile).
+        relight: complete the texture with the photo's first-order shading divided out and light the
+            frontal face with the same light (fixed in the camera frame) at its frontal normals
+            (:mod:`morphface.uv.shading`): no seam where the darker side is mirrored from the brighter
+            one, and no shading glued to the skin from the old pose.
+        mirror: completion mode, see :func:`~morphface.uv.complete_texture`.
+        keep_photo: ``(lo, hi)`` degrees: a face that the frontal view turns by less than ``lo``
+            keeps the photo's own colour on every texel it shows (completion only fills the others),
+            mixed with the completed texture up to ``hi``: a nearly frontal photo comes back as it
+            was, hair over a cheek included, instead of with a patchwork of mirrored skin where the
+            colour rules took some of the hair for skin and some not. ``None`` turns it off.
+    """
+
+    size: int | None = None
+    edge_margin: float = 0.05
+    reject_outliers: bool = True
+    relight: bool = True
+    mirror: str | None = "blend"
+    keep_photo: tuple[float, float] | None = (8.0, 15.0)
+
+    def __post_init__(self) -> None:
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 1):
+            raise ValueError(f"TextureConfig.size must be a positive int or None; got {self.size!r}")
+        if not self.edge_margin >= 0:
+            raise ValueError(f"TextureConfig.edge_margin must be >= 0; got {self.edge_margin!r}")
+        if self.mirror not in _MIRROR_MODES:
+            raise ValueError(f"TextureConfig.mirror must be one of {_MIRROR_MODES}; got {self.mirror!r}")
+        object.__setattr__(self, "keep_photo", _pair(self.keep_photo, "TextureConfig.keep_photo"))
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """The frontal view that stage 5 (:meth:`Frontalizer.render`) draws (fixed by :meth:`Frontalizer.fit`).
+
+    Attributes:
+        neutral_expression: render with zero expression (default: keep the fitted expression).
+        placement: ``"box"`` or ``"origin"`` (module doc, :func:`frontal_fit`).
+        output_size: ``(H', W')`` or one side length for a square input; default the input size.
+    """
+
+    neutral_expression: bool = False
+    placement: str = "box"
+    output_size: tuple[int, int] | int | None = None
+
+    def __post_init__(self) -> None:
+        if self.placement not in ("box", "origin"):
+            raise ValueError(f"ViewConfig.placement must be 'box' or 'origin'; got {self.placement!r}")
+        size = self.output_size
+        if isinstance(size, (list, tuple)):
+            if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+                raise ValueError(f"ViewConfig.output_size must be (H, W) with positive ints; got {size!r}")
+            object.__setattr__(self, "output_size", tuple(size))
+        elif size is not None and (not isinstance(size, int) or size < 1):
+            raise ValueError(f"ViewConfig.output_size must be a positive int, (H, W) or None; got {size!r}")
+
+    def size_for(self, H: int, W: int) -> tuple[int, int] | None:
+        """``(H', W')`` of the output for an ``H x W`` input (``None``: the input size)."""
+        if isinstance(self.output_size, int):
+            s = self.output_size
+            return round(s * H / max(H, W)), round(s * W / max(H, W))
+        return self.output_size
+
+
+@dataclass(frozen=True)
+class CompositeConfig:
+    """Stage 6, :meth:`Frontalizer.composite`: the frontal face put back into the photo.
+
+    Attributes:
+        head: move the ears, the hair on the scalp and the photo's face above the mouth with the
+            head (:func:`~morphface.uv.head_flow`; points the photo saw badly take their mirror's
+            pixel when the head turns by more than ~12 degrees): a model with the fitted model's
+            bases to rasterise, ``True`` (the embedded model's full region with ears, front scalp
+            and neck for the default model; the fitted model itself otherwise) or ``False`` (only
+            the radial warp of :func:`warp_surroundings`, and no hair kept in front of the forehead).
+        even_outline: with a person mask, narrow the side of a turned head that shows the back of the
+            head toward the mean width of the two sides
+            (:func:`~morphface.uv.surroundings.even_head_outline`); faded in from 8 to 15 degrees of
+            turn, like :attr:`TextureConfig.keep_photo`, so a nearly frontal photo keeps its outline.
+        outline_margin: the old face's outline is grown by this fraction of its width before the
+            surroundings are moved (:func:`warp_surroundings`), so that parts of the real face
+            beyond the fitted silhouette do not stay beside the frontal face.
+    """
+
+    head: MorphableModel | bool = True
+    even_outline: bool = True
+    outline_margin: float = 0.04
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.head, (bool, MorphableModel)):
+            raise ValueError(f"CompositeConfig.head must be True, False or a MorphableModel; got {self.head!r}")
+        if not self.outline_margin >= 0:
+            raise ValueError(f"CompositeConfig.outline_margin must be >= 0; got {self.outline_margin!r}")
+
+
+@dataclass(frozen=True)
+class FrontalizeConfig:
+    """Every tuning option of :func:`frontalize`, one small frozen config per stage.
+
+    ``FrontalizeConfig(texture=TextureConfig(size=512, relight=False))``; change one option of an
+    existing config with :func:`dataclasses.replace` on its part.
+
+    Attributes:
+        fit: :class:`FitConfig` (stage 1).
+        texture: :class:`TextureConfig` (stages 2-4).
+        view: :class:`ViewConfig` (the frontal pose that stage 5 renders).
+        composite: :class:`CompositeConfig` (stage 6).
+    """
+
+    fit: FitConfig = field(default_factory=FitConfig)
+    texture: TextureConfig = field(default_factory=TextureConfig)
+    view: ViewConfig = field(default_factory=ViewConfig)
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in (("fit", FitConfig), ("texture", TextureConfig), ("view", ViewConfig),
+                           ("composite", CompositeConfig)):
+            if not isinstance(getattr(self, name), kind):
+                raise ValueError(
+                    f"FrontalizeConfig.{name} must be a {kind.__name__}; got {type(getattr(self, name)).__name__}"
+                )
 
 
 @dataclass
@@ -616,34 +844,356 @@ def _foreground(images: Tensor, segmenter, fit: FitResult, face: MorphableModel,
     return torch.where((share >= 0.5)[:, None, None, None], prob, torch.ones_like(prob))
 
 
+class FaceFit(NamedTuple):
+    """What :meth:`Frontalizer.fit` returns.
+
+    Attributes:
+        fit: the fit of the input images (detached, on the model's device).
+        front: the frontal pose and coefficients to render (:func:`frontal_fit`; output image frame).
+        foreground: ``(B, 1, H, W)`` person probabilities, or ``None`` (no person mask).
+    """
+
+    fit: FitResult
+    front: FitResult
+    foreground: Tensor | None
+
+
+class Texels(NamedTuple):
+    """What :meth:`Frontalizer.unwrap` returns.
+
+    Attributes:
+        seen: the unwrap: ``(B, 3, S, S)`` texture (the photo's shading divided out with
+            :attr:`TextureConfig.relight`), ``(B, 1, S, S)`` confidence and visibility mask, with the
+            colour outliers dropped.
+        light: ``(B, 4)`` first-order light of the photo (:func:`~morphface.uv.fit_texel_shading`), or
+            ``None`` (no relighting).
+        skin: ``(1, 1, S, S)`` skin texels (:func:`~morphface.uv.skin_texel_mask`; shading is only
+            divided out and applied there), or ``None``.
+    """
+
+    seen: UnwrapResult
+    light: Tensor | None
+    skin: Tensor | None
+
+
+class Composite(NamedTuple):
+    """What :meth:`Frontalizer.composite` returns: ``(B, 3, H', W')`` image, ``(B, 1, H', W')``
+    face mask it was blended with (1: render) and ``(B, 3, H', W')`` warped surroundings."""
+
+    image: Tensor
+    face_mask: Tensor
+    background: Tensor
+
+
+def _texel_shading(light: Tensor, normals: Tensor, skin: Tensor, reference: Tensor) -> Tensor:
+    """``(B, 1, S, S)`` shading of ``light`` at texel ``normals`` on the skin, 1 elsewhere."""
+    return torch.lerp(torch.ones_like(skin), texel_shading(light, normals, reference=reference), skin)
+
+
+def _auto_texture_size(fit: FitResult, model: MorphableModel) -> int:
+    """The power of two at or above the fitted face's landmark box's longer side, in [128, 1024]."""
+    lm = (
+        fit.landmarks
+        if fit.landmarks is not None
+        else fit.camera.project(fit.vertices(model)[:, model.landmarks.clamp(min=0)])[0]
+    )
+    side = float((lm.amax(1) - lm.amin(1)).amax())
+    return int(min(1024, max(128, 2 ** math.ceil(math.log2(max(side, 1.0))))))
+
+
+class Frontalizer:
+    """The stages of :func:`frontalize` (module doc), one method each:
+
+    ``fit -> unwrap -> complete -> relight -> keep_photo -> render -> composite``
+
+    Each stage takes the images and the earlier stages' small results and returns its own
+    (:class:`FaceFit`, :class:`Texels`, :class:`~morphface.uv.Completion`,
+    :class:`~morphface.render.Rendered`, :class:`Composite`); calling the object runs them in turn.
+    To swap a stage, subclass and override its method, or call the stages yourself.
+
+    Args:
+        model: the morphable model to fit (default: the embedded ICT model's ``"narrow"`` face
+            region, forehead to chin); its holes are closed internally.
+        config: :class:`FrontalizeConfig` (default: all defaults).
+        detector: a :class:`~morphface.fitting.LandmarkDetector` or a backend name
+            (:func:`make_frontalize_detector`); not used when landmarks or a fit are given.
+        backend: rasteriser backend.
+    """
+
+    def __init__(
+        self,
+        model: MorphableModel | None = None,
+        config: FrontalizeConfig | None = None,
+        detector: LandmarkDetector | str = "auto",
+        backend: str = "auto",
+    ) -> None:
+        self.config = FrontalizeConfig() if config is None else config
+        if not isinstance(self.config, FrontalizeConfig):
+            raise ValueError(f"config must be a FrontalizeConfig or None; got {type(self.config).__name__}")
+        head = self.config.composite.head
+        if isinstance(head, MorphableModel):
+            self.head_model: MorphableModel | None = head
+        elif head:
+            self.head_model = _default_model("full") if model is None else model
+        else:
+            self.head_model = None
+        self.model = _default_model() if model is None else model
+        self.face = fill_holes(self.model)
+        self.detector = detector
+        self.backend = backend
+
+    def __call__(
+        self, image, landmarks: Tensor | None = None, fit: FitResult | None = None, return_intermediates: bool = False
+    ) -> FrontalizeResult:
+        """Run every stage on ``image`` (arguments as for :func:`frontalize`)."""
+        images, names = _as_images(image)
+        face = self.fit(images, names, landmarks=landmarks, fit=fit)
+        texels = self.unwrap(images, face)
+        completion = self.complete(texels, face)
+        completion = self.relight(completion, texels, face)
+        completion = self.keep_photo(completion, images, face)
+        rendered = self.render(completion.texture, face, images)
+        out = self.composite(images, face, rendered)
+        extra = self.intermediates(images, face, texels, completion, rendered, out) if return_intermediates else {}
+        return FrontalizeResult(
+            image=out.image, face_mask=out.face_mask, texture=completion.texture, fit=face.fit,
+            frontal_fit=face.front, intermediates=extra,
+        )
+
+    # -- 1. fit -----------------------------------------------------------------------------------
+
+    def fit(
+        self,
+        images: Tensor,
+        names: list[str | None] | None = None,
+        landmarks: Tensor | None = None,
+        fit: FitResult | None = None,
+    ) -> FaceFit:
+        """``(B, 3, H, W)`` images (their file ``names`` for messages) -> the fit, the frontal pose and
+        the person mask. Fits ``landmarks`` (``(B, 68, 2)`` pixels) or detected ones unless a ``fit``
+        of these images is given."""
+        B, _, H, W = images.shape
+        if fit is None:
+            fit, foreground = self._fit_landmarks(images, names or [None] * B, landmarks)
+        elif fit.batch_size != B or tuple(fit.image_size) != (H, W):
+            raise ValueError(f"fit is for {fit.batch_size} images of {fit.image_size}; got {B} of {(H, W)}")
+        else:
+            foreground = _foreground(images, self.config.fit.segmenter, fit, self.face, self.backend)
+        # Coefficients live with the model (its bases), images wherever they are.
+        fit = fit.detach().to(device=self.model.mean.device)
+        view = self.config.view
+        front = frontal_fit(
+            fit, self.face, placement=view.placement, neutral_expression=view.neutral_expression,
+            output_size=view.size_for(H, W),
+        )
+        return FaceFit(fit, front, foreground)
+
+    def _fit_landmarks(
+        self, images: Tensor, names: list[str | None], landmarks: Tensor | None
+    ) -> tuple[FitResult, Tensor | None]:
+        """Detect (unless given), fit, check, and refine with the person mask and photometrically."""
+        cfg, model, backend = self.config.fit, self.model, self.backend
+        B, _, H, W = images.shape
+        contour, dense_pts = cfg.contour, None
+        if landmarks is None:
+            landmarks, dense_pts, det_name = _detect(images, self.detector, names)
+            if contour is None:
+                contour = det_name in ("dlib", "fan")
+        lms = torch.as_tensor(landmarks).to(images)
+        lms = lms if lms.dim() == 3 else lms[None]
+        if lms.shape[0] != B:
+            raise ValueError(f"landmarks are for {lms.shape[0]} images; got {B} images")
+        table = None if dense_pts is None or cfg.dense is False else dense_correspondence_for(model, dense_pts.shape[1])
+        if cfg.dense and dense_pts is None:
+            raise ValueError("dense=True needs a detector that gives dense points (MediaPipe), not given landmarks "
+                             "or a 68-point detector")
+        if cfg.dense and table is None:
+            raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
+        if table is not None:
+            fit = fit_dense_landmarks(model, dense_pts, (H, W), correspondence=table)
+            points = dense_pts
+        else:
+            fit = fit_with_contour(model, lms, (H, W)) if contour else fit_landmarks(model, lms, (H, W))
+            points = lms
+        fit.check_finite()
+        _check_fit_quality(fit, points, cfg.max_fit_error)
+        foreground = _foreground(images, cfg.segmenter, fit, self.face, backend)
+        if cfg.silhouette and foreground is not None and not contour:
+            fit = refine_with_person_mask(
+                self.face,
+                points,
+                fit,
+                foreground,
+                vertex_ids=model.landmarks if table is None else table.vertex_ids(model),
+                weights=None if table is None else table.weights(),
+                backend=backend,
+            )
+            fit.check_finite()
+        if cfg.photometric_steps > 0:
+            from ..fitting.photometric import fit_photometric
+
+            fit = fit_photometric(model, images, init=fit, landmarks=lms, steps=cfg.photometric_steps, backend=backend)
+            fit.check_finite()
+        return fit, foreground
+
+    # -- 2. unwrap --------------------------------------------------------------------------------
+
+    def unwrap(self, images: Tensor, face: FaceFit) -> Texels:
+        """``(B, 3, H, W)`` images -> their ``(B, ., S, S)`` unwrap into the UV layout of the closed
+        face; with :attr:`TextureConfig.relight` the photo's first-order shading divided out (completion
+        then works in an albedo-like space); texels of another colour than the skin's dropped where
+        completion has better (:attr:`TextureConfig.reject_outliers`)."""
+        cfg = self.config.texture
+        size = _auto_texture_size(face.fit, self.model) if cfg.size is None else cfg.size
+        seen = unwrap(
+            images, face.fit, self.face, size=size, edge_margin=cfg.edge_margin, foreground=face.foreground,
+            backend=self.backend,
+        )
+        light = skin = None
+        if cfg.relight:
+            normals = camera_normal_map(face.fit, self.face, size).to(seen.texture)
+            light = fit_texel_shading(seen, normals, self.face)
+            skin = skin_texel_mask(self.face, size).to(seen.texture)
+            shading = _texel_shading(light, normals, skin, reference=seen.mask)
+            seen = UnwrapResult(seen.texture / shading, seen.confidence, seen.mask)
+        if cfg.reject_outliers:
+            seen, _ = reject_colour_outliers(seen, self.face)
+        return Texels(seen, light, skin)
+
+    # -- 3. complete ------------------------------------------------------------------------------
+
+    def complete(self, texels: Texels, face: FaceFit) -> Completion:
+        """Fill every texel: mirror, albedo model, push-pull (:func:`~morphface.uv.complete_texture`)."""
+        return complete_texture(texels.seen, self.face, face.fit, mirror=self.config.texture.mirror)
+
+    # -- 4. relight -------------------------------------------------------------------------------
+
+    def relight(self, completion: Completion, texels: Texels, face: FaceFit) -> Completion:
+        """Light the completed albedo-like texture with the photo's light (fixed in the camera frame) at
+        the frontal pose's normals; unchanged without :attr:`TextureConfig.relight`."""
+        if texels.light is None:
+            return completion
+        normals = camera_normal_map(face.front, self.face, completion.texture.shape[-1]).to(texels.seen.texture)
+        shading = _texel_shading(texels.light, normals, texels.skin, reference=texels.seen.mask)
+        return completion._replace(texture=(completion.texture * shading).clamp(0, 1))
+
+    def keep_photo(self, completion: Completion, images: Tensor, face: FaceFit) -> Completion:
+        """A nearly frontal face (:attr:`TextureConfig.keep_photo`) takes the photo's own colour on every
+        texel the camera sees, the outlines' neighbourhoods included: with the head barely turned,
+        they land where they were."""
+        degrees = self.config.texture.keep_photo
+        if degrees is None:
+            return completion
+        keep = _photo_weight(face.fit, face.front, degrees).to(completion.texture)
+        if not bool((keep > 0).any()):
+            return completion
+        size = completion.texture.shape[-1]
+        photo = unwrap(images, face.fit, self.face, size=size, edge_margin=0.0, backend=self.backend)
+        return completion._replace(texture=torch.lerp(completion.texture, photo.texture, keep * photo.mask))
+
+    # -- 5. render --------------------------------------------------------------------------------
+
+    def render(self, texture: Tensor, face: FaceFit, images: Tensor) -> Rendered:
+        """``(B, 3, S, S)`` texture -> the frontal face, ``(B, 3, H', W')`` image and ``(B, 1, H', W')``
+        mask, on the images' device."""
+        front = face.front.to(images)
+        return render_uv_texture(
+            texture, self.face, front.camera, verts=face.front.vertices(self.face).to(images), backend=self.backend
+        )
+
+    # -- 6. composite -----------------------------------------------------------------------------
+
+    def composite(self, images: Tensor, face: FaceFit, rendered: Rendered) -> Composite:
+        """Move the surroundings (and with :attr:`CompositeConfig.head`, the head) to meet the frontal
+        face and blend the render in (step 5 of the module doc), one image at a time: the warp's
+        outlines, the blending box and the pyramid depth follow that image's face alone, so an image's
+        result does not depend on the others in its batch."""
+        cfg, B = self.config.composite, images.shape[0]
+        # 1 for a nearly frontal photo, 0 for a turned one: gates the head flow's mirroring and the outline's evening.
+        frontal = _photo_weight(face.fit, face.front, (8.0, 15.0)).flatten()
+        with torch.no_grad():
+            old_mask = _coverage(face.fit.to(images), self.face, self.backend)
+            flow, forehead = self._head_motion(images, face, rendered, turned=frontal.to(images.device) < 0.5)
+            jaw = None
+            if face.foreground is not None and self._has_landmarks(0, 17):
+                jaw = self._frontal_landmarks(face, images, slice(0, 17))
+        evenness = torch.zeros(B)
+        if cfg.even_outline and face.foreground is not None:
+            evenness = 1 - frontal.cpu()
+
+        def one(x: Tensor | None, b: int) -> Tensor | None:
+            return None if x is None else x[b : b + 1]
+
+        parts = [
+            _composite(
+                one(images, b), one(old_mask, b), one(rendered.image, b), one(rendered.mask, b), cfg.outline_margin,
+                None if flow is None else HeadFlow(*(one(t, b) for t in flow)),
+                one(forehead, b), one(face.foreground, b), one(jaw, b), float(evenness[b]),
+            )
+            for b in range(B)
+        ]
+        return Composite(*(torch.cat(t) for t in zip(*parts)))
+
+    def _head_motion(
+        self, images: Tensor, face: FaceFit, rendered: Rendered, turned: Tensor
+    ) -> tuple[HeadFlow | None, Tensor | None]:
+        """The head's flow (:func:`~morphface.uv.head_flow`; ``turned``, ``(B,)`` bool: points the photo
+        saw badly take their mirror's pixel) and the ``(B, 1, H', W')`` output rows above the frontal
+        brows, where hair of the photo may lie in front of the new forehead; ``None`` without a head."""
+        if self.head_model is None:
+            return None, None
+        # Not mirrored for nearly frontal faces: edge-on points at the sides of the head would take
+        # their mirror's colour in patches.
+        flow = head_flow(
+            face.fit.to(images), face.front.to(images), fill_holes(self.head_model), mirror=turned,
+            backend=self.backend,
+        )
+        if not self._has_landmarks(17, 27):
+            return flow, None
+        brows = self._frontal_landmarks(face, images, slice(17, 27))
+        Ho, Wo = rendered.image.shape[-2:]
+        rows = torch.arange(Ho, device=images.device, dtype=images.dtype) + 0.5
+        forehead = (rows[None, :] < brows[..., 1].amin(1)[:, None]).to(images.dtype)
+        return flow, forehead[:, None, :, None].expand(-1, 1, Ho, Wo)
+
+    def _has_landmarks(self, lo: int, hi: int) -> bool:
+        ids = self.face.landmarks
+        return ids.numel() >= hi and bool((ids[lo:hi] >= 0).all())
+
+    def _frontal_landmarks(self, face: FaceFit, images: Tensor, which: slice) -> Tensor:
+        """``(B, K, 2)`` output pixels of the frontal face's landmarks ``which``."""
+        front = face.front.to(images)
+        pix, _ = front.camera.project(face.front.vertices(self.face).to(images)[:, self.face.landmarks[which]])
+        return pix
+
+    def intermediates(
+        self, images: Tensor, face: FaceFit, texels: Texels, completion: Completion, rendered: Rendered,
+        out: Composite,
+    ) -> dict[str, Tensor]:
+        """:attr:`FrontalizeResult.intermediates` from the stages' results."""
+        return {
+            "overlay": face.fit.to(images).render_overlay(self.model, images, backend=self.backend),
+            "unwrapped": texels.seen.texture,
+            "confidence": texels.seen.confidence,
+            "visibility": texels.seen.mask,
+            "source": completion.source,
+            "render": rendered.image,
+            "render_mask": rendered.mask,
+            "background": out.background,
+        }
+
+
 def frontalize(
     image,
     model: MorphableModel | None = None,
-    detector="auto",
+    detector: LandmarkDetector | str = "auto",
     landmarks: Tensor | None = None,
     fit: FitResult | None = None,
-    contour: bool | None = None,
-    dense: bool | None = None,
-    silhouette: bool = True,
-    segmenter="auto",
-    photometric_steps: int = 0,
-    neutral_expression: bool = False,
-    texture_size: int | None = None,
-    output_size: tuple[int, int] | int | None = None,
-    placement: str = "box",
-    mirror: str | None = "blend",
-    max_fit_error: float = 0.1,
-    edge_margin: float = 0.05,
-    outline_margin: float = 0.04,
-    reject_outliers: bool = True,
-    relight: bool = True,
-    keep_photo: tuple[float, float] | None = (8.0, 15.0),
-    head: MorphableModel | bool = True,
-    even_outline: bool = True,
+    config: FrontalizeConfig | None = None,
     return_intermediates: bool = False,
     backend: str = "auto",
 ) -> FrontalizeResult:
-    """Frontalise the face in each image (steps and placement rule in the module doc).
+    """Frontalise the face in each image (stages and placement rule in the module doc).
 
     Args:
         image: ``(B, 3, H, W)`` / ``(3, H, W)`` float RGB in ``[0, 1]``, or an image file path.
@@ -653,64 +1203,7 @@ def frontalize(
             (:func:`make_frontalize_detector`); not used when ``landmarks`` or ``fit`` is given.
         landmarks: ``(B, 68, 2)`` iBUG-68 landmarks in pixels, instead of detecting them.
         fit: a :class:`~morphface.fitting.FitResult` of these images for ``model``, instead of fitting.
-        contour: treat the far-side jaw landmarks as silhouette points (:func:`fit_with_contour`).
-            Right for 2D regressors (dlib, FAN 2D), whose jaw points follow the visible outline;
-            wrong for MediaPipe (its points are projections of a fitted 3D mesh) and for landmarks
-            that are projections of the model's own landmark vertices. ``None``: True for the dlib
-            and FAN detectors, False for MediaPipe and for given ``landmarks``.
-        dense: fit MediaPipe's 468 points through the model's correspondence table
-            (:func:`~morphface.fitting.fit_dense_landmarks`) instead of the 68: the lips, eyelids and
-            cheeks are followed more closely (a closed mouth stays closed). ``None``: when the detector
-            gives them and the model has a table (the embedded model does).
-        silhouette: with a person mask (``segmenter``), refit so that the face's occluding contour
-            (nose, lips, far cheek) does not reach onto the background
-            (:func:`~morphface.fitting.refine_with_person_mask`); a fit inside the mask is unchanged.
-            Not with ``contour`` (its jaw points are silhouette points already).
-        segmenter: a :class:`~morphface.fitting.PersonSegmenter`, a backend name, ``"auto"`` (MediaPipe's
-            when it can run here, else none) or ``None``: texels that land on the background are not
-            sampled (:func:`~morphface.uv.unwrap`'s ``foreground``), the hair around a turned head is
-            evened out (``even_outline``), and the background that a turned head's chin leaves
-            between the frontal chin and the photo's neck is painted with the neck's skin. A mask
-            covering less than half of the fitted face is taken for a failed segmentation and ignored.
-        photometric_steps: if > 0, refine the landmark fit with that many steps of
-            :func:`~morphface.fitting.fit_photometric`.
-        neutral_expression: render with zero expression (default: keep the fitted expression).
-        texture_size: UV texture resolution ``S``; default: the power of two at or above the
-            fitted face's size in the image (its landmark box's longer side), between 128 and 1024
-            (finer textures than the photo's own resolution only cost time).
-        output_size: ``(H', W')`` or one side length for a square input; default the input size.
-        placement: ``"box"`` or ``"origin"`` (module doc).
-        mirror: completion mode, see :func:`~morphface.uv.complete_texture`.
-        max_fit_error: a fit whose landmark RMSE exceeds this fraction of the landmark box diagonal
-            raises :class:`~morphface.errors.FitError`.
-        edge_margin: texels within this fraction of the face width of a depth discontinuity
-            (outline, nose) are distrusted (see :func:`~morphface.uv.unwrap`).
-        outline_margin: the old face's outline is grown by this fraction of its width before the
-            surroundings are moved (:func:`warp_surroundings`), so that parts of the real face
-            beyond the fitted silhouette do not stay beside the frontal face.
-        reject_outliers: texels whose colour is far from the face's skin colour count as unseen where
-            completion has something better (:func:`~morphface.uv.reject_colour_outliers`: grazing
-            texels with a squarer mirror, hair over one side or framing the face above the nose, the
-            nose ridge of a profile).
-        relight: complete the texture with the photo's first-order shading divided out and light the
-            frontal face with the same light (fixed in the camera frame) at its frontal normals
-            (:mod:`morphface.uv.shading`): no seam where the darker side is mirrored from the brighter
-            one, and no shading glued to the skin from the old pose.
-        keep_photo: ``(lo, hi)`` degrees: a face that the frontal view turns by less than ``lo``
-            keeps the photo's own colour on every texel it shows (completion only fills the others),
-            mixed with the completed texture up to ``hi``: a nearly frontal photo comes back as it
-            was, hair over a cheek included, instead of with a patchwork of mirrored skin where the
-            colour rules took some of the hair for skin and some not. ``None`` turns it off.
-        head: move the ears, the hair on the scalp and the photo's face above the mouth with the
-            head (:func:`~morphface.uv.head_flow`; points the photo saw badly take their mirror's
-            pixel when the head turns by more than ~12 degrees): a model with ``model``'s bases to
-            rasterise, ``True`` (the embedded model's full region with ears, front scalp and neck for
-            the default model; ``model`` itself otherwise) or ``False`` (only the radial warp of
-            :func:`warp_surroundings`, and no hair kept in front of the forehead).
-        even_outline: with a person mask, narrow the side of a turned head that shows the back of the
-            head toward the mean width of the two sides
-            (:func:`~morphface.uv.surroundings.even_head_outline`); faded in from 8 to 15 degrees of
-            turn, like ``keep_photo``, so a nearly frontal photo keeps its outline.
+        config: :class:`FrontalizeConfig`, the tuning options of every stage (default: all defaults).
         return_intermediates: fill :attr:`FrontalizeResult.intermediates` (for notebooks).
         backend: rasteriser backend.
 
@@ -723,172 +1216,5 @@ def frontalize(
         FitError: the fit failed or is too poor to use.
         ValueError: bad shapes or options.
     """
-    images, names = _as_images(image)
-    B, _, H, W = images.shape
-    if isinstance(head, MorphableModel):
-        head_model: MorphableModel | None = head
-    elif head is True:
-        head_model = _default_model("full") if model is None else model
-    elif head is False:
-        head_model = None
-    else:
-        raise ValueError(f"head must be True, False or a MorphableModel; got {head!r}")
-    model = _default_model() if model is None else model
-    foreground: Tensor | None = None
-    if isinstance(output_size, int):
-        output_size = (round(output_size * H / max(H, W)), round(output_size * W / max(H, W)))
-    if fit is None:
-        dense_pts = None
-        if landmarks is None:
-            landmarks, dense_pts, det_name = _detect(images, detector, names)
-            if contour is None:
-                contour = det_name in ("dlib", "fan")
-        lms = torch.as_tensor(landmarks).to(images)
-        lms = lms if lms.dim() == 3 else lms[None]
-        if lms.shape[0] != B:
-            raise ValueError(f"landmarks are for {lms.shape[0]} images; got {B} images")
-        table = None if dense_pts is None or dense is False else dense_correspondence_for(model, dense_pts.shape[1])
-        if dense and dense_pts is None:
-            raise ValueError("dense=True needs a detector that gives dense points (MediaPipe), not given landmarks "
-                             "or a 68-point detector")
-        if dense and table is None:
-            raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
-        if table is not None:
-            fit = fit_dense_landmarks(model, dense_pts, (H, W), correspondence=table)
-            fit_points = dense_pts
-        else:
-            fit = fit_with_contour(model, lms, (H, W)) if contour else fit_landmarks(model, lms, (H, W))
-            fit_points = lms
-        fit.check_finite()
-        _check_fit_quality(fit, fit_points, max_fit_error)
-        foreground = _foreground(images, segmenter, fit, fill_holes(model), backend)
-        if silhouette and foreground is not None and not contour:
-            fit = refine_with_person_mask(
-                fill_holes(model),
-                fit_points,
-                fit,
-                foreground,
-                vertex_ids=model.landmarks if table is None else table.vertex_ids(model),
-                weights=None if table is None else table.weights(),
-                backend=backend,
-            )
-            fit.check_finite()
-        if photometric_steps > 0:
-            from ..fitting.photometric import fit_photometric
-
-            fit = fit_photometric(
-                model, images, init=fit, landmarks=lms, steps=photometric_steps, backend=backend
-            )
-            fit.check_finite()
-    elif fit.batch_size != B or tuple(fit.image_size) != (H, W):
-        raise ValueError(f"fit is for {fit.batch_size} images of {fit.image_size}; got {B} of {(H, W)}")
-    else:
-        foreground = _foreground(images, segmenter, fit, fill_holes(model), backend)
-    # Coefficients live with the model (its bases), images wherever they are.
-    fit = fit.detach().to(device=model.mean.device)
-
-    face = fill_holes(model)
-    if texture_size is None:
-        lm = (
-            fit.landmarks
-            if fit.landmarks is not None
-            else fit.camera.project(fit.vertices(model)[:, model.landmarks.clamp(min=0)])[0]
-        )
-        side = float((lm.amax(1) - lm.amin(1)).amax())
-        texture_size = int(min(1024, max(128, 2 ** math.ceil(math.log2(max(side, 1.0))))))
-    unwrapped = unwrap(
-        images, fit, face, size=texture_size, edge_margin=edge_margin, foreground=foreground, backend=backend
-    )
-    front = frontal_fit(
-        fit, face, placement=placement, neutral_expression=neutral_expression, output_size=output_size
-    )
-    if relight:
-        # Complete in an albedo-like space (the photo's shading divided out), then light the result
-        # as the head would be lit turned to the camera (:mod:`morphface.uv.shading`).
-        normals = camera_normal_map(fit, face, texture_size).to(unwrapped.texture)
-        light = fit_texel_shading(unwrapped, normals, face)
-        skin = skin_texel_mask(face, texture_size).to(unwrapped.texture)
-        s_in = torch.lerp(torch.ones_like(skin), texel_shading(light, normals, reference=unwrapped.mask), skin)
-        unwrapped = UnwrapResult(unwrapped.texture / s_in, unwrapped.confidence, unwrapped.mask)
-    if reject_outliers:
-        unwrapped, _ = reject_colour_outliers(unwrapped, face)
-    if relight:
-        completion = complete_texture(unwrapped, face, fit, mirror=mirror)
-        n_front = camera_normal_map(front, face, texture_size).to(unwrapped.texture)
-        s_front = torch.lerp(torch.ones_like(skin), texel_shading(light, n_front, reference=unwrapped.mask), skin)
-        completion = completion._replace(texture=(completion.texture * s_front).clamp(0, 1))
-    else:
-        completion = complete_texture(unwrapped, face, fit, mirror=mirror)
-    keep = None if keep_photo is None else _photo_weight(fit, front, keep_photo).to(unwrapped.texture)
-    if keep is not None and bool((keep > 0).any()):
-        # Every texel the camera sees, the outlines' neighbourhoods included: with the head barely
-        # turned, they land where they were, so the photo's colours are the right ones.
-        photo = unwrap(images, fit, face, size=texture_size, edge_margin=0.0, backend=backend)
-        keep = keep * photo.mask
-        completion = completion._replace(texture=torch.lerp(completion.texture, photo.texture, keep))
-    rendered = render_uv_texture(
-        completion.texture,
-        face,
-        front.to(images).camera,
-        verts=front.vertices(face).to(images),
-        backend=backend,
-    )
-    # 1 for a nearly frontal photo, 0 for a turned one: gates the head flow's mirroring and the outline's evening.
-    frontal = _photo_weight(fit, front, (8.0, 15.0)).flatten()
-    with torch.no_grad():
-        old_mask = _coverage(fit.to(images), face, backend)
-        flow = forehead = None
-        if head_model is not None:
-            # Not for nearly frontal faces: edge-on points at the sides of the head would take their
-            # mirror's colour in patches.
-            turned = frontal.to(images.device) < 0.5
-            flow = head_flow(
-                fit.to(images), front.to(images), fill_holes(head_model), mirror=turned, backend=backend
-            )
-        if flow is not None and face.landmarks.numel() >= 27 and bool((face.landmarks[17:27] >= 0).all()):
-            # Above the brows (output rows), where hair of the photo may lie in front of the new forehead.
-            brows, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[17:27]])
-            Ho, Wo = rendered.image.shape[-2:]
-            rows = torch.arange(Ho, device=images.device, dtype=images.dtype) + 0.5
-            forehead = (rows[None, :] < brows[..., 1].amin(1)[:, None]).to(images.dtype)
-            forehead = forehead[:, None, :, None].expand(-1, 1, Ho, Wo)
-        jaw = None
-        if foreground is not None and face.landmarks.numel() >= 17 and bool((face.landmarks[:17] >= 0).all()):
-            jaw, _ = front.to(images).camera.project(front.vertices(face).to(images)[:, face.landmarks[:17]])
-    evenness = torch.zeros(B)
-    if even_outline and foreground is not None:
-        evenness = 1 - frontal.cpu()
-    # One image at a time: the warp's outlines, the blending box and the pyramid depth follow that
-    # image's face alone, so an image's result does not depend on the others in its batch.
-    parts = [
-        _composite(
-            images[b : b + 1],
-            old_mask[b : b + 1],
-            rendered.image[b : b + 1],
-            rendered.mask[b : b + 1],
-            outline_margin,
-            None if flow is None else HeadFlow(*(t[b : b + 1] for t in flow)),
-            None if forehead is None else forehead[b : b + 1],
-            None if foreground is None else foreground[b : b + 1],
-            None if jaw is None else jaw[b : b + 1],
-            float(evenness[b]),
-        )
-        for b in range(B)
-    ]
-    out, soft, background = (torch.cat(t) for t in zip(*parts))
-
-    extra: dict[str, Tensor] = {}
-    if return_intermediates:
-        extra = {
-            "overlay": fit.to(images).render_overlay(model, images, backend=backend),
-            "unwrapped": unwrapped.texture,
-            "confidence": unwrapped.confidence,
-            "visibility": unwrapped.mask,
-            "source": completion.source,
-            "render": rendered.image,
-            "render_mask": rendered.mask,
-            "background": background,
-        }
-    return FrontalizeResult(
-        image=out, face_mask=soft, texture=completion.texture, fit=fit, frontal_fit=front, intermediates=extra
-    )
+    stages = Frontalizer(model, config, detector=detector, backend=backend)
+    return stages(image, landmarks=landmarks, fit=fit, return_intermediates=return_intermediates)

@@ -118,3 +118,77 @@ def test_fit_image_fits_dense_points_when_the_detector_gives_them(narrow):
     with pytest.raises(ValueError, match="dense=True needs"):
         fit_image(narrow, image, detector=Fake("dlib", False), dense=True)
     assert fit_image(narrow, image, detector=Fake("dlib", False)).landmarks.shape == (1, 68, 2)
+
+
+def test_closest_surface_points_match_a_dense_sampling():
+    from morphface.fitting.dense import closest_surface_points
+
+    g = torch.Generator().manual_seed(0)
+    verts = torch.rand(30, 3, generator=g, dtype=torch.float64) * 10
+    tris = torch.randint(0, 30, (40, 3), generator=g)
+    tris = tris[(tris[:, 0] != tris[:, 1]) & (tris[:, 1] != tris[:, 2]) & (tris[:, 0] != tris[:, 2])]
+    q = torch.rand(50, 3, generator=g, dtype=torch.float64) * 12 - 1
+    dist, tri, bary = closest_surface_points(q, verts, tris, candidates=tris.shape[0])
+    # the reported point is on its triangle and at the reported distance
+    near = (bary[..., None] * verts[tris[tri]]).sum(1)
+    assert torch.allclose((near - q).norm(dim=-1), dist) and bool((bary >= -1e-9).all())
+    # no point of a fine barycentric sampling of every triangle is nearer
+    u = torch.linspace(0, 1, 41, dtype=torch.float64)
+    a, b = torch.meshgrid(u, u, indexing="ij")
+    keep = (a + b) <= 1
+    w = torch.stack([1 - a[keep] - b[keep], a[keep], b[keep]], -1)  # (S, 3)
+    samples = torch.einsum("sk,fkc->fsc", w, verts[tris]).reshape(-1, 3)
+    assert bool((dist <= torch.cdist(q, samples).min(1).values + 1e-9).all())
+
+
+def test_registration_recovers_a_canonical_mesh_made_from_the_model(narrow):
+    from morphface.fitting.dense import CanonicalFaceMesh, register_dense_correspondence
+
+    # a "canonical face" whose points are known model surface points: the shipped table's vertices of a
+    # random identity, moved by a similarity; registration must find those vertices on the mean
+    table = load_dense_correspondence()
+    ids = table.vertex_ids(narrow)
+    keep = ids >= 0
+    ids = torch.where(keep, ids, torch.zeros_like(ids))
+    ida = 0.8 * torch.randn(1, narrow.n_id, generator=torch.Generator().manual_seed(2))
+    shape = narrow.identity(ida)[0].double()
+    R = torch.linalg.matrix_exp(torch.tensor([[0, -0.1, 0.05], [0.1, 0, -0.08], [-0.05, 0.08, 0]],
+                                             dtype=torch.float64))
+    verts = 1.07 * shape[ids] @ R.T + torch.tensor([3.0, -20.0, 5.0], dtype=torch.float64)
+    mesh = CanonicalFaceMesh(verts.float(), torch.zeros(0, 3, dtype=torch.long), torch.zeros(468))
+    out = register_dense_correspondence(narrow, mesh, iterations=8)
+    err = (out.positions.double() - narrow.mean[ids].double()).norm(dim=-1)[keep]
+    assert float(err.median()) < 1.0 and float(out.spread[keep].median()) < 0.5, (err.median(), err.max())
+
+
+def test_canonical_mesh_is_shipped_in_landmark_order():
+    from morphface.fitting.dense import load_mediapipe_canonical
+
+    mesh = load_mediapipe_canonical()
+    v = mesh.vertices
+    assert v.shape == (468, 3) and mesh.triangles.shape == (898, 3)
+    # landmark 4 is the nose tip (most forward point on the midline), 152 the chin, 33/263 the eye corners
+    assert abs(float(v[4, 0])) < 1e-4 and int(v[:, 2].argmax()) in (1, 4)
+    assert int(v[:, 1].argmin()) == 152
+    assert torch.allclose(v[33] * torch.tensor([-1.0, 1, 1]), v[263])
+    assert int((mesh.procrustes_weights > 0).sum()) == 33
+    with pytest.raises(ModelFormatError, match="canonical face mesh"):
+        load_mediapipe_canonical("/nonexistent.npz")
+
+
+def test_pbtxt_reader(tmp_path):
+    from morphface.fitting.dense import read_mediapipe_geometry_pbtxt
+
+    rng = np.random.default_rng(0)
+    vb = rng.normal(size=(468, 5))
+    text = "procrustes_landmark_basis { landmark_id: 4 weight: 0.07 }\ncanonical_mesh: {\n"
+    text += "".join(f"  vertex_buffer: {x:.6f}\n" for x in vb.reshape(-1))
+    text += "".join(f"  index_buffer: {i}\n" for i in (0, 1, 2, 2, 1, 3))
+    (tmp_path / "g.pbtxt").write_text(text + "}\n")
+    mesh = read_mediapipe_geometry_pbtxt(tmp_path / "g.pbtxt")
+    np.testing.assert_allclose(mesh.vertices.numpy(), vb[:, :3] * 10, rtol=1e-5, atol=1e-5)
+    assert mesh.triangles.tolist() == [[0, 1, 2], [2, 1, 3]]
+    assert float(mesh.procrustes_weights[4]) == pytest.approx(0.07)
+    (tmp_path / "bad.pbtxt").write_text(text.split("canonical_mesh")[0])
+    with pytest.raises(ModelFormatError, match="468 vertex records"):
+        read_mediapipe_geometry_pbtxt(tmp_path / "bad.pbtxt")

@@ -149,3 +149,31 @@ def test_similarity_align_recovers_transform():
     b = 1.7 * a @ R.transpose(1, 2) + torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
     torch.testing.assert_close(similarity_align(a, b), b)
     assert aligned_vertex_error(a, b).max() < 1e-9
+
+
+def test_depth_column_and_fixed_angles():
+    from morphface import load_default_model
+    from morphface.fitting import rotation_error_degrees, sample_fit
+    from morphface.fitting.landmark_fit import fit_landmarks
+
+    narrow = load_default_model("narrow")
+    gt = sample_fit(narrow, 6, max_pitch=40.0, generator=torch.Generator().manual_seed(4))
+    ids = torch.arange(0, 6000, 17)
+    v = gt.vertices(narrow)[:, ids]
+    pix, _ = gt.camera.project(v)
+    depth_mm = -(v @ gt.rotation.transpose(1, 2) + gt.translation[:, None])[..., 2]
+    # a relative depth in pixels (any offset), as MediaPipe gives it
+    depth_px = (depth_mm - depth_mm.mean(1, keepdim=True) + 7.0) * gt.focal[:, None] / depth_mm.mean(1, keepdim=True)
+    pts = torch.cat([pix, depth_px[..., None]], -1)
+    with_depth = fit_landmarks(narrow, pts, gt.image_size, vertex_ids=ids, depth_weight=2.0)
+    assert float(rotation_error_degrees(with_depth.angles, gt.angles).max()) < 1.0
+    # depths that contradict the points (a flattened face) pull the fit away: the column is used
+    flat = torch.cat([pix, 0.2 * depth_px[..., None]], -1)
+    off = fit_landmarks(narrow, flat, gt.image_size, vertex_ids=ids, depth_weight=5.0)
+    assert float(rotation_error_degrees(off.angles, gt.angles).mean()) > 1.0
+    # a given rotation is kept exactly; the rest still fits the points
+    wrong = gt.angles + torch.tensor([0.05, -0.05, 0.02])
+    fixed = fit_landmarks(narrow, pix, gt.image_size, vertex_ids=ids, angles=wrong)
+    assert torch.allclose(fixed.angles, wrong, atol=1e-5)
+    free = fit_landmarks(narrow, pix, gt.image_size, vertex_ids=ids)
+    assert bool((fixed.residuals > free.residuals).all())

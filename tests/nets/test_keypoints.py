@@ -44,14 +44,6 @@ DEPTH = 4
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _nets():
     torch.manual_seed(0)
     app = AppearanceFeatureExtractor(AppearanceConfig(base_channels=8, feature_channels=4, depth=DEPTH,

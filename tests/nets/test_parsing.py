@@ -20,28 +20,10 @@ S = 64
 MIN_IOU = 0.25
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def renders():
+def renders(synthetic_clips):
     """4 synthetic identities x 10 frames at 64 x 64 with their ground-truth part masks."""
-    from morphface.data.synth import SynthConfig, sample_identity, synthesize_clip
-    from morphface.morphable import load_default_model
-
-    full, narrow = load_default_model("full"), load_default_model("narrow")
-    cfg = SynthConfig(identities=4, clips_per_identity=1, frames=10, size=S, texture_size=64, supersample=1,
-                      audio=False)
-    out = []
-    for i in range(4):
-        clip = synthesize_clip(full, narrow, sample_identity(full, i, cfg), i, 0, cfg)
-        out.append((clip.frames, face_part_masks(clip.fit.landmarks, S)))
-    return out
+    return [(c.frames, face_part_masks(c.fit.landmarks, S)) for c in synthetic_clips(4, 10, S)]
 
 
 def _square_face_landmarks():

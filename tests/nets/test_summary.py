@@ -11,7 +11,9 @@ def test_entries_cover_every_network_and_count_parameters():
     for key in ("DenseFlowNet", "RenderingNet", "image D", "mouth D", "MotionEncoder", "WarpingNet",
                 "UVRefinementNet", "EditingNet", "VGG19", "X2Face EmbeddingNet", "X2Face DrivingNet",
                 "identity VGG-11", "KP appearance", "KP canonical", "KP head-pose", "KP AU deformation",
-                "KP audio deformation", "KP motion field", "KP occlusion-aware G", "Face-part parser"):
+                "KP audio deformation", "KP motion field", "KP occlusion-aware G", "Face-part parser",
+                "MMFA scale/translation decoder", "MMFA expression encoder", "MMFA expression decoder",
+                "MMFA multi-scale G", "MMFA expression VAE", "MMFA feature D", "2D landmark net"):
         assert key in names
     for e in entries:
         n = count_parameters(e.module)
@@ -22,12 +24,12 @@ def test_main_prints_a_table(capsys):
     main(["--width", "0.0625", "--no-timing"])
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if re.search(r"\d[\d,]* +- ", line)]
-    assert len(rows) == 20, out
+    assert len(rows) == 27, out
 
 
 def test_keypoint_entries_run_their_example_inputs():
     for e in network_entries(width=1 / 16):
-        if e.name.startswith("KP ") or "parser" in e.name:
+        if e.name.startswith(("KP ", "MMFA ")) or "parser" in e.name or "landmark" in e.name:
             with torch.inference_mode():
                 e.module.eval()(*e.make_inputs(1, 128))
 

@@ -78,6 +78,7 @@ def test_cli_switches_off_the_person_mask_and_relighting(tmp_path, monkeypatch, 
     write_image(path, F.interpolate(photo[None], size=(256, 256), mode="bilinear", antialias=True)[0])
     args = ["frontalize", str(path), "-o", str(tmp_path / "o"), "--height", "64", "--texture-size", "128"]
     assert main(args + ["--no-person-mask", "--no-relight"]) == 0
-    assert seen["segmenter"] is None and seen["relight"] is False
+    assert seen["config"].fit.segmenter is None and seen["config"].texture.relight is False
+    assert seen["config"].texture.size == 128
     assert main(args) == 0
-    assert seen["segmenter"] == "auto" and seen["relight"] is True
+    assert seen["config"].fit.segmenter == "auto" and seen["config"].texture.relight is True

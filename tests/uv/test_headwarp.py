@@ -9,7 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from morphface.render import rasterize, render_textured
-from morphface.uv import fill_holes, frontal_fit, frontalize, head_flow, symmetry_map
+from morphface.uv import (
+    CompositeConfig,
+    FitConfig,
+    FrontalizeConfig,
+    TextureConfig,
+    fill_holes,
+    frontal_fit,
+    frontalize,
+    head_flow,
+    symmetry_map,
+)
 from morphface.uv.synthetic import synthetic_face
 
 
@@ -112,9 +122,10 @@ def test_frontalize_turns_the_ears_and_scalp_with_the_face(full_model, narrow_mo
     # A rendered head at 30 degrees: around the frontal face (ears, temples, scalp above the mouth),
     # the output is compared with the true frontal render of the whole head.
     scene = synthetic_face(30, 256, 128, torch.Generator().manual_seed(4))
-    kw = dict(landmarks=scene.landmarks, contour=False, texture_size=128, segmenter=None)
-    turned = frontalize(scene.image, **kw)
-    kept = frontalize(scene.image, head=False, **kw)
+    config = FrontalizeConfig(fit=FitConfig(segmenter=None), texture=TextureConfig(size=128))
+    turned = frontalize(scene.image, landmarks=scene.landmarks, config=config)
+    radial = dataclasses.replace(config, composite=CompositeConfig(head=False))
+    kept = frontalize(scene.image, landmarks=scene.landmarks, config=radial)
     front = turned.frontal_fit
     cam = front.camera
     truth = render_textured(front.vertices(full_model), full_model.triangles, full_model.uv, None, scene.texture, cam)
@@ -130,6 +141,5 @@ def test_frontalize_turns_the_ears_and_scalp_with_the_face(full_model, narrow_mo
 
 
 def test_frontalize_rejects_a_head_that_is_not_a_model():
-    scene = synthetic_face(0, 64, 32, torch.Generator().manual_seed(1))
     with pytest.raises(ValueError, match="head must be"):
-        frontalize(scene.image, landmarks=scene.landmarks, head="full")
+        CompositeConfig(head="full")

@@ -7,7 +7,7 @@ import math
 import torch
 
 from morphface.fitting.result import FitResult
-from morphface.uv import UnwrapResult, frontalize, texel_map
+from morphface.uv import FrontalizeConfig, TextureConfig, UnwrapResult, frontalize, texel_map
 from morphface.uv.shading import camera_normal_map, fit_texel_shading, texel_shading
 from morphface.uv.synthetic import synthetic_face
 
@@ -51,7 +51,8 @@ def test_relighting_matches_the_frontal_face_under_the_same_light():
     region = (-torch.nn.functional.max_pool2d(-region.float(), 5, 1, 2)) > 0.5
 
     def err(relight):
-        out = frontalize(scene.image, landmarks=scene.landmarks, contour=False, texture_size=128, relight=relight)
+        config = FrontalizeConfig(texture=TextureConfig(size=128, relight=relight))
+        out = frontalize(scene.image, landmarks=scene.landmarks, config=config)
         return float(((out.image - truth).abs().mean(1, keepdim=True))[region].mean())
 
     plain, relit = err(False), err(True)

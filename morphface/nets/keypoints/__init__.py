@@ -11,6 +11,9 @@ One module, one job (Wang, Mallya & Liu, CVPR 2021; Hatakeyama, Furuta & Sato 20
   Jacobians);
 * :mod:`.generator` -- :class:`OcclusionAwareGenerator`;
 * :mod:`.losses` -- equivariance, keypoint prior, head pose, deformation prior, part segmentation;
+* :mod:`.mmfa` -- MMFA's decomposition ``K = s R (K_c + delta) + t`` (orthographic, centred ``K_c``), the
+  scale/translation decoder, the expression encoder/decoder and MMFA's losses;
+* :mod:`.expression_vae` -- MMFA's expression VAE and its feature discriminator;
 The face-part parser of the segmentation loss is :class:`morphface.nets.parsing.FaceParser`.
 
 Images are ``(B, 3, H, W)`` in [-1, 1]; keypoints ``(B, k, 3)`` in keypoint space.
@@ -35,6 +38,15 @@ from .encoders import (
     HeadPoseConfig,
     HeadPoseEstimator,
 )
+from .expression_vae import (
+    ExpressionVAE,
+    ExpressionVAEConfig,
+    FeatureDiscriminator,
+    VAEOutput,
+    kl_divergence,
+    reparameterize,
+    train_expression_vae,
+)
 from .generator import GeneratedImage, OcclusionAwareGenerator, OcclusionAwareGeneratorConfig
 from .geometry import (
     coordinate_grid,
@@ -53,6 +65,27 @@ from .losses import (
     keypoint_prior_loss,
     part_segmentation_loss,
     random_affine,
+)
+from .mmfa import (
+    LANDMARK_PARTS,
+    ExpressionDecoder,
+    ExpressionDecoderConfig,
+    ExpressionEncoder,
+    ExpressionEncoderConfig,
+    ResBottleneck,
+    ScaleTranslation,
+    ScaleTranslationConfig,
+    ScaleTranslationDecoder,
+    centre_keypoints,
+    compose_keypoints,
+    identity_consistency_loss,
+    image_pyramid,
+    landmark_part_loss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+    orthographic_projection,
+    scaled_jacobians,
+    self_supervised_loss,
 )
 from .motion import (
     MotionField,
@@ -76,4 +109,11 @@ __all__ = [
     "deformation_prior_loss", "part_segmentation_loss",
     "MotionFieldConfig", "MotionFieldEstimator", "MotionField", "sparse_motions", "warp_volume",
     "warp_image_by_volume_flow",
+    "LANDMARK_PARTS", "centre_keypoints", "orthographic_projection", "compose_keypoints", "scaled_jacobians",
+    "ScaleTranslation", "ScaleTranslationConfig", "ScaleTranslationDecoder", "ResBottleneck",
+    "ExpressionEncoderConfig", "ExpressionEncoder", "ExpressionDecoderConfig", "ExpressionDecoder",
+    "self_supervised_loss", "identity_consistency_loss", "landmark_part_loss", "lsgan_generator_loss",
+    "lsgan_discriminator_loss", "image_pyramid",
+    "ExpressionVAEConfig", "ExpressionVAE", "VAEOutput", "FeatureDiscriminator", "kl_divergence", "reparameterize",
+    "train_expression_vae",
 ]

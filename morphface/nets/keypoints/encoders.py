@@ -39,6 +39,7 @@ __all__ = [
     "HeadPoseEstimator",
     "HeadPose",
     "NUM_ANGLE_BINS",
+    "PooledImageEncoder",
 ]
 
 #: HopeNet / face-vid2vid: 66 bins of 3 degrees starting at -99 degrees.
@@ -173,6 +174,39 @@ class CanonicalKeypointDetector(nn.Module):
         return (prob @ grid).to(image.dtype)
 
 
+class PooledImageEncoder(nn.Module):
+    """Base of the image -> vector encoders: a ResNet-style trunk (a 7x7 stride-2 conv with affine instance norm
+    and ReLU, then ``num_stages`` stages of ``down block + res block``, channels doubled per stage up to
+    ``max_channels``, all times ``width``) and global average pooling (:meth:`pooled`). Subclasses
+    (:class:`HeadPoseEstimator`, MMFA's :class:`~.mmfa.ScaleTranslationDecoder`) add their linear heads on
+    :attr:`out_channels` features."""
+
+    def __init__(self, base_channels: int, num_stages: int, max_channels: int, width: float) -> None:
+        super().__init__()
+        self.num_stages = num_stages
+        b = scaled_channels(base_channels, width)
+        top = max(b, scaled_channels(max_channels, width))
+        layers: list[nn.Module] = [nn.Conv2d(3, b, 7, stride=2, padding=3), nn.InstanceNorm2d(b, affine=True),
+                                   nn.ReLU()]
+        ch = b
+        for _ in range(num_stages):
+            nxt = min(ch * 2, top)
+            layers += [DownBlock2d(ch, nxt), ResBlock2d(nxt)]
+            ch = nxt
+        self.trunk = nn.Sequential(*layers)
+        self.out_channels = ch
+
+    @property
+    def multiple(self) -> int:
+        """Image sides must be multiples of this."""
+        return 2 ** (self.num_stages + 1)
+
+    def pooled(self, image: Tensor) -> Tensor:
+        """``(B, 3, H, W)`` in [-1, 1] (H and W multiples of :attr:`multiple`) -> ``(B, out_channels)``."""
+        check_image("image", image, self.multiple)
+        return self.trunk(image).mean(dim=(-2, -1))
+
+
 class HeadPose(NamedTuple):
     """Output of :class:`HeadPoseEstimator`.
 
@@ -210,32 +244,19 @@ class HeadPoseConfig:
     width: float = 1.0
 
 
-class HeadPoseEstimator(nn.Module):
+class HeadPoseEstimator(PooledImageEncoder):
     """Image -> head pose (angles, rotation, translation) and optionally expression (module docstring)."""
 
     def __init__(self, config: HeadPoseConfig | None = None) -> None:
-        super().__init__()
-        self.config = cfg = config or HeadPoseConfig()
-        b = scaled_channels(cfg.base_channels, cfg.width)
-        top = max(b, scaled_channels(cfg.max_channels, cfg.width))
-        layers: list[nn.Module] = [nn.Conv2d(3, b, 7, stride=2, padding=3), nn.InstanceNorm2d(b, affine=True),
-                                   nn.ReLU()]
-        ch = b
-        for _ in range(cfg.num_stages):
-            nxt = min(ch * 2, top)
-            layers += [DownBlock2d(ch, nxt), ResBlock2d(nxt)]
-            ch = nxt
-        self.trunk = nn.Sequential(*layers)
+        cfg = config or HeadPoseConfig()
+        super().__init__(cfg.base_channels, cfg.num_stages, cfg.max_channels, cfg.width)
+        self.config = cfg
+        ch = self.out_channels
         self.angle_bins = nn.Linear(ch, 3 * NUM_ANGLE_BINS)
         self.translation = nn.Linear(ch, 3)
         self.expression = nn.Linear(ch, 3 * cfg.num_keypoints) if cfg.predict_expression else None
         bins = (torch.arange(NUM_ANGLE_BINS, dtype=torch.float32) * _BIN_DEG + _BIN_START_DEG + _BIN_DEG / 2)
         self.register_buffer("bin_centres", bins * (math.pi / 180.0), persistent=False)
-
-    @property
-    def multiple(self) -> int:
-        """Image sides must be multiples of this."""
-        return 2 ** (self.config.num_stages + 1)
 
     def forward(self, image: Tensor) -> HeadPose:
         """Args:
@@ -244,8 +265,7 @@ class HeadPoseEstimator(nn.Module):
         Returns:
             :class:`HeadPose`.
         """
-        check_image("image", image, self.multiple)
-        f = self.trunk(image).mean(dim=(-2, -1))
+        f = self.pooled(image)
         logits = self.angle_bins(f).reshape(-1, 3, NUM_ANGLE_BINS)
         angles = torch.softmax(logits.float(), dim=-1) @ self.bin_centres.float()
         angles = angles.to(image.dtype)

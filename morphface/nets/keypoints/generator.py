@@ -9,6 +9,13 @@ in [-1, 1] (face-vid2vid ends in a sigmoid on [0, 1]; the library's networks wor
 soft mask that mixes the generated colours with the full-resolution source warped by the same flow
 (:func:`~.motion.warp_image_by_volume_flow`, :func:`morphface.nets.blocks.blend_output`), so that a briefly
 trained generator starts from the warped source instead of from noise.
+
+``multiscale`` (MMFA's multi-scale generator, Appendix A.1; off for kp3d): after the residual blocks (``h x w``) and
+after the first up block (``2h x 2w``) a 3x3 conv predicts an image at that resolution (``tanh``), which is
+concatenated to the features entering the next up block ("we concatenate the image feature and the output image"),
+so the generator reconstructs the face at ``S/4``, ``S/2`` and ``S`` (:attr:`GeneratedImage.pyramid`, coarse to fine,
+the last being ``image``). The paper's first stage (a conv folding the warped volume into a 2D map, then a
+ResBlock) is the core's ``first`` conv and residual blocks.
 """
 
 from __future__ import annotations
@@ -34,11 +41,14 @@ class GeneratedImage(NamedTuple):
         image: ``(B, 3, 4h, 4w)`` in [-1, 1].
         warped_volume: ``(B, C, D, h, w)`` the identity volume after the flow.
         warped_image: ``(B, 3, 4h, 4w)`` the source warped by the flow (``blend_warped`` only, else ``None``).
+        pyramid: ``multiscale`` only (else ``None``): the images at ``h x w``, ``2h x 2w`` and ``4h x 4w`` in
+            [-1, 1], coarse to fine; the last is ``image``.
     """
 
     image: Tensor
     warped_volume: Tensor
     warped_image: Tensor | None = None
+    pyramid: tuple[Tensor, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class OcclusionAwareGeneratorConfig:
         num_res_blocks: 2D residual blocks at ``h x w``.
         width: multiplier of ``base_channels``.
         blend_warped: blend the output with the warped source by a predicted mask (module docstring).
+        multiscale: also predict images at 1/4 and 1/2 of the output size (MMFA, module docstring).
     """
 
     feature_channels: int = 32
@@ -60,6 +71,7 @@ class OcclusionAwareGeneratorConfig:
     num_res_blocks: int = 6
     width: float = 1.0
     blend_warped: bool = False
+    multiscale: bool = False
 
 
 class OcclusionAwareGenerator(nn.Module):
@@ -72,7 +84,10 @@ class OcclusionAwareGenerator(nn.Module):
         self.first = nn.Sequential(nn.Conv2d(cfg.feature_channels * cfg.depth, 4 * b, 3, padding=1),
                                    nn.InstanceNorm2d(4 * b, affine=True), nn.ReLU())
         self.res = nn.Sequential(*[ResBlock2d(4 * b) for _ in range(cfg.num_res_blocks)])
-        self.up = nn.Sequential(UpBlock2d(4 * b, 2 * b), UpBlock2d(2 * b, b))
+        extra = 3 if cfg.multiscale else 0  # the side image concatenated to the next up block's input
+        self.up = nn.Sequential(UpBlock2d(4 * b + extra, 2 * b), UpBlock2d(2 * b + extra, b))
+        self.side = (nn.ModuleList([nn.Conv2d(4 * b, 3, 3, padding=1), nn.Conv2d(2 * b, 3, 3, padding=1)])
+                     if cfg.multiscale else None)
         self.last = nn.Conv2d(b, 4 if cfg.blend_warped else 3, 7, padding=3)
         if cfg.blend_warped:
             init_blend_head(self.last)
@@ -98,11 +113,21 @@ class OcclusionAwareGenerator(nn.Module):
                                   f"{tuple(flow.shape)} and {tuple(occlusion.shape)}")
         warped = warp_volume(volume, flow)
         x = self.first(warped.reshape(B, C * D, h, w)) * occlusion.to(warped.dtype)
-        x = self.last(self.up(self.res(x)))
+        x = self.res(x)
+        sides: list[Tensor] = []
+        if self.side is None:
+            x = self.up(x)
+        else:
+            for up, side in zip(self.up, self.side):
+                sides.append(torch.tanh(side(x)))
+                x = up(torch.cat([x, sides[-1]], dim=1))
+        x = self.last(x)
         if not cfg.blend_warped:
-            return GeneratedImage(torch.tanh(x), warped)
-        if source is None or source.shape != (B, 3, 4 * h, 4 * w):
-            raise InputShapeError(f"blend_warped needs the source image ({B}, 3, {4 * h}, {4 * w}); got "
-                                  f"{None if source is None else tuple(source.shape)}")
-        base = warp_image_by_volume_flow(source.to(x.dtype), flow)
-        return GeneratedImage(blend_output(x, base), warped, base)
+            image, base = torch.tanh(x), None
+        else:
+            if source is None or source.shape != (B, 3, 4 * h, 4 * w):
+                raise InputShapeError(f"blend_warped needs the source image ({B}, 3, {4 * h}, {4 * w}); got "
+                                      f"{None if source is None else tuple(source.shape)}")
+            base = warp_image_by_volume_flow(source.to(x.dtype), flow)
+            image = blend_output(x, base)
+        return GeneratedImage(image, warped, base, (*sides, image) if self.side is not None else None)
