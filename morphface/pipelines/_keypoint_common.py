@@ -236,10 +236,12 @@ class LossTerms:
         self.logs: dict[str, Tensor] = {}
 
     def add(self, name: str, weight: float, value: Tensor) -> None:
+        """Add ``weight * value`` (``value``: a scalar tensor) to the total; log ``value`` under ``name``."""
         self.total = self.total + weight * value
         self.logs[name] = value.detach()
 
     def result(self, outputs: dict[str, Tensor]) -> StepResult:
+        """The step's :class:`StepResult`: the total, the logged terms and ``outputs``."""
         return StepResult(self.total, self.logs, outputs)
 
 
