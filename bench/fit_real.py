@@ -14,6 +14,7 @@ landmark box area. Pose columns need ``.mat`` files.
 Printed per method: detection rate, slope (fitted on true) and MAE in degrees for pitch, yaw and
 roll, and the 68-point NME (%) of the fitted model's landmarks (for ``mp68 raw``: MediaPipe's own 68).
 Methods: ``dense`` (``fit_image``'s default: MediaPipe's 468 points with its depth column),
+``pose='regressed'`` (rotation from the learned calibration, :mod:`morphface.fitting.pose_regressor`),
 ``pose='rigid'`` (rotation from the mean shape), ``dense 2D only`` (no depth), ``old table`` (with
 ``--table``: e.g. the photo-estimated table used before issue 21, 2D only: the fit before), ``mp68``
 (MediaPipe's 68 points), ``dlib68`` (dlib's HOG detector + 68 points, when installed).
@@ -106,6 +107,8 @@ def evaluate(samples, detectors: dict, model, table_old=None) -> tuple[dict, lis
                 pts = dense_points([face], depth=True)
                 fit = fit_dense_landmarks(model, pts, (H, W))
                 add("dense (fit_image default)", k, angles, fit.angles[0], lm_true, model68(fit))
+                fit = fit_dense_landmarks(model, pts, (H, W), pose="regressed")
+                add("dense, pose='regressed'", k, angles, fit.angles[0], lm_true, model68(fit))
                 fit = fit_dense_landmarks(model, pts, (H, W), pose="rigid")
                 add("dense, pose='rigid'", k, angles, fit.angles[0], lm_true, model68(fit))
                 fit = fit_dense_landmarks(model, pts[..., :2], (H, W))

@@ -298,10 +298,12 @@ def synthesize_clip(render_model: MorphableModel, fit_model: MorphableModel, ide
 
 
 def render_posed_faces(render_model: MorphableModel, fit_model: MorphableModel, angles: Tensor, identity: int = 0,
-                       size: int = 256, seed: int = 0, supersample: int = 2) -> tuple[Tensor, FitResult]:
+                       size: int = 256, seed: int = 0, supersample: int = 2, expressions: Tensor | None = None
+                       ) -> tuple[Tensor, FitResult]:
     """One synthetic person (identity, texture, light, background of :func:`sample_identity` and
-    :func:`synthesize_clip`) rendered at given head rotations, neutral expression: pose ground truth
-    for detector-on-render tests (``bench/fit_real.py``).
+    :func:`synthesize_clip`) rendered at given head rotations (neutral expression unless given): pose
+    ground truth for detector-on-render tests (``bench/fit_real.py``) and the pose regressor's
+    training set (``morphface.pipelines.pose_regressor``).
 
     Args:
         render_model: the model drawn (the full default model).
@@ -311,6 +313,7 @@ def render_posed_faces(render_model: MorphableModel, fit_model: MorphableModel, 
         size: image side in pixels.
         seed: master seed.
         supersample: supersampling factor per axis.
+        expressions: ``(B, n_exp)`` expression coefficients (default: zeros, the neutral face).
 
     Returns:
         ``images (B, 3, size, size)`` in [0, 1] and the ground-truth :class:`FitResult` (its
@@ -324,7 +327,10 @@ def render_posed_faces(render_model: MorphableModel, fit_model: MorphableModel, 
     focal, t0 = _camera_placement(fit_model, person.id_coeffs, size, config.face_scale)
     angles = torch.as_tensor(angles, dtype=torch.float32).reshape(-1, 3)
     B = angles.shape[0]
-    fit = FitResult(id_coeffs=person.id_coeffs.expand(B, -1).clone(), exp_coeffs=torch.zeros(B, render_model.n_exp),
+    exp = torch.zeros(B, render_model.n_exp) if expressions is None else torch.as_tensor(expressions).float()
+    if exp.shape != (B, render_model.n_exp):
+        raise ValueError(f"expressions must have shape ({B}, {render_model.n_exp}); got {tuple(exp.shape)}")
+    fit = FitResult(id_coeffs=person.id_coeffs.expand(B, -1).clone(), exp_coeffs=exp,
                     angles=angles, translation=t0[None].expand(B, -1).clone(), focal=torch.full((B,), focal),
                     image_size=(size, size), camera_kind="perspective", sh=light[None].expand(B, -1).clone())
     big = FitResult(id_coeffs=fit.id_coeffs, exp_coeffs=fit.exp_coeffs, angles=angles, translation=fit.translation,

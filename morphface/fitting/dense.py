@@ -212,6 +212,10 @@ def dense_correspondence_for(model: MorphableModel, n_points: int) -> DenseCorre
     return table if table.model_name == model.name and len(table) == n_points else None
 
 
+#: ``fit_dense_landmarks``'s ways of finding the rotation.
+POSE_MODES = ("joint", "rigid", "regressed")
+
+
 def fit_dense_landmarks(model: MorphableModel, points: Tensor, image_size: tuple[int, int],
                         correspondence: DenseCorrespondence | None = None, pose: str = "joint",
                         depth_weight: float = 2.0, **fit_kwargs) -> FitResult:
@@ -227,6 +231,9 @@ def fit_dense_landmarks(model: MorphableModel, points: Tensor, image_size: tuple
     that rotation kept: with every identity mode free the shape absorbs part of the pitch, so on the
     renders this undoes nearly all of the compression (pitch slope 0.97), but it biases the rotation
     of faces far from the mean (up to several degrees on exact points of random N(0, I) identities).
+    ``pose="regressed"`` takes the rotation from the learned calibration of MediaPipe's pose bias
+    (:mod:`morphface.fitting.pose_regressor`; needs the depth column) and fits shape and camera with
+    that rotation kept.
 
     Args:
         model: the morphable model.
@@ -234,7 +241,7 @@ def fit_dense_landmarks(model: MorphableModel, points: Tensor, image_size: tuple
             ``(B, N, 3)`` with MediaPipe's relative depth (pixels, larger = farther) as the third column.
         image_size: ``(H, W)``.
         correspondence: the table (default: the shipped MediaPipe table, which must fit ``model``).
-        pose: ``"rigid"`` or ``"joint"`` (above).
+        pose: ``"joint"``, ``"rigid"`` or ``"regressed"`` (above).
         depth_weight: weight of the depth column in the rotation fit (``fit_landmarks``'s
             ``depth_weight``; ignored for 2-column points).
         **fit_kwargs: passed to :func:`~morphface.fitting.fit_landmarks` (not ``vertex_ids``); ``weights``
@@ -245,12 +252,13 @@ def fit_dense_landmarks(model: MorphableModel, points: Tensor, image_size: tuple
 
     Raises:
         ModelFormatError: no table for this model.
-        ValueError: an unknown ``pose``.
+        ValueError: an unknown ``pose``, or ``pose="regressed"`` without a depth column.
+        FileNotFoundError: ``pose="regressed"`` and no regressor weights.
     """
     from .landmark_fit import fit_landmarks
 
-    if pose not in ("rigid", "joint"):
-        raise ValueError(f"pose must be 'rigid' or 'joint'; got {pose!r}")
+    if pose not in POSE_MODES:
+        raise ValueError(f"pose must be one of {POSE_MODES}; got {pose!r}")
     points = torch.as_tensor(points)
     if correspondence is None:
         correspondence = dense_correspondence_for(model, points.shape[-2])
@@ -261,6 +269,14 @@ def fit_dense_landmarks(model: MorphableModel, points: Tensor, image_size: tuple
     if "weights" in fit_kwargs:
         weights = weights * torch.as_tensor(fit_kwargs.pop("weights"), dtype=weights.dtype)
     ids = correspondence.vertex_ids(model)
+    if pose == "regressed" and "angles" not in fit_kwargs:
+        from .pose_regressor import regress_rotation
+
+        if points.shape[-1] != 3:
+            raise ValueError("pose='regressed' needs MediaPipe's depth column: points of shape (B, N, 3)")
+        angles = regress_rotation(points, image_size, focal=fit_kwargs.get("focal"))
+        return fit_landmarks(model, points[..., :2], image_size, vertex_ids=ids, weights=weights, angles=angles,
+                             **fit_kwargs)
     if pose == "joint" or "angles" in fit_kwargs:
         return fit_landmarks(model, points, image_size, vertex_ids=ids, weights=weights,
                              depth_weight=depth_weight, **fit_kwargs)

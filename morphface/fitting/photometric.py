@@ -10,6 +10,23 @@ DC offset is stored inside ``FitResult.sh``)::
       + w_id ||alpha||^2 + w_exp ||beta||^2 + w_tex ||gamma||^2    (std-unit coefficients)
       + w_light * ||sh - mean_channel(sh)||^2                       (prefer white light)
       + w_smooth * mean_edges ||a_i - a_j||^2                       (per-vertex albedo only)
+      + w_silhouette * mean_v d(x_v)^2 * (224 / S)^2                (with a person mask)
+
+**Why the silhouette term.** With landmarks alone the photometric term cannot move the pose: a free
+per-vertex albedo is started from the image colours at the projected vertices, so whatever the
+landmark fit got wrong is painted into the albedo and the rendering already matches. A person mask
+(:mod:`morphface.fitting.segmentation`) is evidence the landmarks do not carry: every vertex of the
+face must project onto the person. ``d(x)`` is the distance (pixels) from ``x`` to the mask (0 on the
+person; a Euclidean distance transform, sampled bilinearly, so it has a gradient), so vertices the
+landmark fit put on the background (a profile's nose or far cheek reaching past the real outline,
+where detectors place an average profile) are pulled back and the pose follows. The term is
+one-sided: an outline inside the person (hair, neck) is left to the landmarks.
+
+**Stopping and the report.** The loop stops when the pose has settled (rotation and translation moved
+less than ``pose_tol`` over the last ``patience`` steps) and the loss improves by less than ``10 * tol``
+relatively, or when the loss stops improving (``tol``). With ``return_report=True`` a
+:class:`PhotometricReport` says what the refinement changed: steps run, rotation and translation
+change, landmark RMSE and silhouette overflow before and after.
 
 Models without an albedo basis (the embedded ICT default) get a free per-vertex albedo, started
 from the image colours at the projected vertices and regularised by the edge-smoothness term.
@@ -24,6 +41,10 @@ where the model's surface does not match the image (eyeballs, teeth, mouth inter
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -37,7 +58,54 @@ from .dense import dense_correspondence_for, fit_dense_landmarks
 from .landmark_fit import check_landmarks, fit_landmarks
 from .result import FitResult
 
-__all__ = ["fit_photometric", "render_fit", "mesh_edges"]
+__all__ = ["fit_photometric", "render_fit", "mesh_edges", "PhotometricReport", "outside_distance"]
+
+
+class PhotometricReport(NamedTuple):
+    """What :func:`fit_photometric` changed (per image unless noted).
+
+    Attributes:
+        steps: optimisation steps run (all images together).
+        converged: the stopping rule fired before ``steps`` ran out.
+        rotation_change_deg: ``(B,)`` angle of the rotation from the init to the result, degrees.
+        translation_change_mm: ``(B,)`` translation change, mm.
+        landmark_rmse_before, landmark_rmse_after: ``(B,)`` pixels (NaN without landmarks).
+        outside_before, outside_after: ``(B,)`` mean distance (pixels) of the face's vertices from the
+            person mask, 0 when the face lies on the person (NaN without a mask).
+    """
+
+    steps: int
+    converged: bool
+    rotation_change_deg: Tensor
+    translation_change_mm: Tensor
+    landmark_rmse_before: Tensor
+    landmark_rmse_after: Tensor
+    outside_before: Tensor
+    outside_after: Tensor
+
+
+def outside_distance(person: Tensor, level: float = 0.5) -> Tensor:
+    """Distance (pixels) of each pixel from the person: ``(B, 1, H, W)`` probabilities -> ``(B, 1, H, W)``.
+
+    0 where the probability is at least ``level``; elsewhere the Euclidean distance to the nearest such
+    pixel (``scipy.ndimage.distance_transform_edt``). An image with no person pixel gets zeros (no term).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    on = (person.detach() >= level).cpu().numpy()[:, 0]
+    out = np.zeros(on.shape, dtype=np.float32)
+    for i, m in enumerate(on):  # one distance transform per image (scipy has no batched one)
+        if m.any():
+            out[i] = distance_transform_edt(~m)
+    return torch.from_numpy(out)[:, None].to(person)
+
+
+def _sample_map(maps: Tensor, pixels: Tensor) -> Tensor:
+    """Bilinear samples ``(B, N)`` of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` pixel positions (border)."""
+    H, W = maps.shape[-2:]
+    grid = torch.stack([pixels[..., 0] * (2.0 / W) - 1.0, pixels[..., 1] * (2.0 / H) - 1.0], dim=-1)
+    out = F.grid_sample(maps, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return out[:, 0, :, 0]
 
 
 def mesh_edges(faces: Tensor) -> Tensor:
@@ -85,7 +153,11 @@ def fit_photometric(
     patience: int = 10,
     backend: str = "auto",
     progress: bool = False,
-) -> FitResult:
+    person_mask: Tensor | None = None,
+    w_silhouette: float = 2e-3,
+    pose_tol: float = 0.05,
+    return_report: bool = False,
+) -> FitResult | tuple[FitResult, PhotometricReport]:
     """Refine a fit by rendering the model and comparing it with the images.
 
     Args:
@@ -101,13 +173,20 @@ def fit_photometric(
         w_*: loss weights (module docstring); the defaults are Deep3DFaceRecon's ratios.
         fit_identity: also refine the identity (off: keep ``init.id_coeffs``, e.g. in video fitting).
         tol, patience: stop early when the mean loss improved by less than ``tol`` (relative) over
-            the last ``patience`` steps.
+            the last ``patience`` steps (module docstring).
         backend: rasteriser backend.
         progress: show a tqdm bar.
+        person_mask: ``(B, 1, H, W)`` or ``(B, H, W)`` person probabilities
+            (:meth:`~morphface.fitting.PersonSegmenter.segment`); turns on the silhouette term.
+        w_silhouette: its weight (squared pixels at 224^2).
+        pose_tol: degrees (rotation) and millimetres (translation): the pose counts as settled when it
+            moved less over the last ``patience`` steps.
+        return_report: also return a :class:`PhotometricReport`.
 
     Returns:
         A :class:`FitResult` with coefficients, pose, ``sh`` ``(B, 27)``, ``tex_coeffs`` (albedo-basis
-        models) or ``vertex_albedo`` ``(B, V, 3)``, fitted landmarks and the loss history.
+        models) or ``vertex_albedo`` ``(B, V, 3)``, fitted landmarks and the loss history; with
+        ``return_report``, ``(fit, report)``.
 
     Gradients are enabled inside (``torch.enable_grad``), so it also runs when called under
     ``torch.no_grad()``; the result's tensors are detached either way.
@@ -143,6 +222,12 @@ def fit_photometric(
     if init.batch_size != B or tuple(init.image_size) != (H, W):
         raise ValueError(f"init is for {init.batch_size} images of {init.image_size}; got {B} of {(H, W)}")
     init = init.detach().to(device=images.device, dtype=images.dtype)
+    outside = None
+    if person_mask is not None:
+        person_mask = person_mask if person_mask.dim() == 4 else person_mask[:, None]
+        if person_mask.shape != (B, 1, H, W):
+            raise ValueError(f"person_mask must be ({B}, 1, {H}, {W}) probabilities; got {tuple(person_mask.shape)}")
+        outside = outside_distance(person_mask.to(images))
 
     faces = model.triangles
     skin = face_region_labels(model)["skin"].to(images.dtype)[None, :, None]
@@ -206,6 +291,9 @@ def fit_photometric(
             pix, _ = cam.project(verts[:, lm_ids])
             lm = (((pix - landmarks) ** 2).sum(-1) * lm_valid).sum(1) / lm_valid.sum()
             losses["landmark"] = w_landmark * lm_scale * lm
+        if outside is not None:
+            all_pix, _ = cam.project(verts)
+            losses["silhouette"] = w_silhouette * lm_scale * _sample_map(outside, all_pix).pow(2).mean(1)
         losses["reg"] = w_id * (p["id"] ** 2).sum(1) + w_exp * (p["exp"] ** 2).sum(1)
         if use_basis:
             losses["reg"] = losses["reg"] + w_tex * (p["tex"] ** 2).sum(1)
@@ -224,6 +312,8 @@ def fit_photometric(
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="fit_photometric", leave=False)
+    poses: list[Tensor] = []  # (B, 6): rotation vector (deg) and translation (mm) per step
+    converged = False
     for _step in it:
         opt.zero_grad(set_to_none=True)
         total, _, _, _ = evaluate(params)
@@ -243,8 +333,14 @@ def fit_photometric(
             params["exp"].clamp_(*((0.0, 1.0) if model.exp_kind == "blendshape" else (-float("inf"), float("inf"))))
             if "albedo" in params:
                 params["albedo"].clamp_(0.0, 1.0)
-        if len(history) > patience and history[-patience - 1] - history[-1] < tol * abs(history[-patience - 1]):
-            break
+        with torch.no_grad():
+            poses.append(torch.cat([params["angles"] * (180.0 / math.pi), params["t"]], dim=1))
+        if len(history) > patience:
+            gain = history[-patience - 1] - history[-1]
+            settled = float((poses[-1] - poses[-patience - 1]).abs().amax()) < pose_tol
+            if gain < tol * abs(history[-patience - 1]) or (settled and gain < 10 * tol * abs(history[-patience - 1])):
+                converged = True
+                break
 
     with torch.no_grad():
         total, _, cam, verts = evaluate(best)
@@ -260,7 +356,32 @@ def fit_photometric(
         target_landmarks=landmarks, residuals=residuals, history=history,
     )
     result.check_finite()
-    return result
+    if not return_report:
+        return result
+    with torch.no_grad():
+        before, after = _landmark_rmse_and_outside(model, init, lm_ids, lm_valid, landmarks, outside), \
+            _landmark_rmse_and_outside(model, result, lm_ids, lm_valid, landmarks, outside)
+        rel = init.rotation.transpose(1, 2) @ result.rotation
+        cos = ((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)
+        report = PhotometricReport(
+            steps=len(history) - 1, converged=converged, rotation_change_deg=torch.rad2deg(cos.acos()),
+            translation_change_mm=(result.translation - init.translation).norm(dim=1),
+            landmark_rmse_before=before[0], landmark_rmse_after=after[0],
+            outside_before=before[1], outside_after=after[1])
+    return result, report
+
+
+def _landmark_rmse_and_outside(model: MorphableModel, fit: FitResult, lm_ids: Tensor, lm_valid: Tensor,
+                               landmarks: Tensor | None, outside: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Landmark RMSE (px) and mean vertex distance from the person (px) of a fit, ``(B,)`` each (NaN: no data)."""
+    verts = fit.vertices(model)
+    nan = verts.new_full((fit.batch_size,), float("nan"))
+    rmse = nan
+    if landmarks is not None:
+        pix, _ = fit.camera.project(verts[:, lm_ids])
+        rmse = torch.sqrt((((pix - landmarks) ** 2).sum(-1) * lm_valid).sum(1) / lm_valid.sum())
+    out = nan if outside is None else _sample_map(outside, fit.camera.project(verts)[0]).mean(1)
+    return rmse, out
 
 
 def render_fit(model: MorphableModel, fit: FitResult, backend: str = "auto") -> tuple[Tensor, Tensor]:

@@ -86,3 +86,55 @@ def test_photometric_bad_inputs(narrow):
 def test_mesh_edges():
     faces = torch.tensor([[0, 1, 2], [2, 1, 3]])
     torch.testing.assert_close(mesh_edges(faces), torch.tensor([[0, 1], [0, 2], [1, 2], [1, 3], [2, 3]]))
+
+
+def test_outside_distance_matches_brute_force():
+    from morphface.fitting.photometric import outside_distance
+
+    g = torch.Generator().manual_seed(0)
+    person = (torch.rand(2, 1, 12, 15, generator=g) > 0.8).float()
+    person[1] = 0.0  # no person: no term
+    d = outside_distance(person)
+    ys, xs = torch.meshgrid(torch.arange(12.0), torch.arange(15.0), indexing="ij")
+    on = person[0, 0] > 0.5
+    pts = torch.stack([ys[on], xs[on]], dim=1)
+    brute = torch.cdist(torch.stack([ys, xs], dim=-1).reshape(-1, 2), pts).amin(1).reshape(12, 15)
+    assert torch.allclose(d[0, 0], brute, atol=1e-5)
+    assert float(d[1].abs().max()) == 0.0
+
+
+def test_silhouette_term_moves_the_pose_back_onto_the_person(narrow):
+    """Biased landmarks: the whole face shifted 12 px right. The person mask (the true face's render)
+    says where the face is; with it the refinement moves the face back, without it the face stays."""
+    gt, img, verts, _ = _rendered_scene(narrow, 1, 112, 2)
+    _, person = render_fit(narrow, gt)
+    clean, _ = gt.camera.project(verts[:, narrow.landmarks])
+    biased = clean + torch.tensor([12.0, 0.0])
+    init = fit_landmarks(narrow, biased, gt.image_size)
+    true_centre = gt.camera.project(verts)[0].mean(1)
+
+    def centre_error(fit):
+        return float((fit.camera.project(fit.vertices(narrow))[0].mean(1) - true_centre).norm())
+
+    plain, rep0 = fit_photometric(narrow, img, init=init, steps=60, fit_identity=False, return_report=True)
+    fit, rep = fit_photometric(narrow, img, init=init, steps=60, fit_identity=False, person_mask=person,
+                               w_silhouette=2e-2, return_report=True)
+    assert centre_error(init) > 10.0
+    assert centre_error(plain) > 9.0  # landmarks and a free albedo hold the biased pose
+    assert centre_error(fit) < 0.6 * centre_error(init)
+    assert float(rep.outside_after[0]) < 0.5 * float(rep.outside_before[0])
+    assert float(rep.translation_change_mm[0]) > 1.0 and rep.steps <= 60
+    assert bool(torch.isnan(rep0.outside_before).all())  # no mask, no silhouette numbers
+    assert float(rep.landmark_rmse_after[0]) > float(rep.landmark_rmse_before[0])  # it left the biased points
+
+
+def test_photometric_report_on_a_converged_fit(narrow):
+    """Starting at the truth, the refinement stops early and reports (almost) no change."""
+    gt, img, verts, _ = _rendered_scene(narrow, 1, 96, 3)
+    clean, _ = gt.camera.project(verts[:, narrow.landmarks])
+    init = fit_landmarks(narrow, clean, gt.image_size)
+    _, rep = fit_photometric(narrow, img, init=init, steps=150, fit_identity=False, return_report=True)
+    assert rep.converged and rep.steps < 150
+    assert float(rep.rotation_change_deg[0]) < 1.0
+    with pytest.raises(ValueError, match="person_mask"):
+        fit_photometric(narrow, img, init=init, steps=1, person_mask=torch.ones(1, 1, 5, 5))
