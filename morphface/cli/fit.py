@@ -28,6 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--photometric-steps", type=non_negative_int, default=0,
                    help="analysis-by-synthesis steps after the landmark fit (0 = landmarks only)")
     p.add_argument("--camera", default="perspective", choices=["perspective", "weak_perspective"])
+    p.add_argument("--pose", default="joint", choices=["joint", "rigid", "regressed"],
+                   help="how a MediaPipe fit finds the head rotation (regressed: the learned calibration of "
+                        "MediaPipe's pose bias; photos only)")
+    p.add_argument("--silhouette", action="store_true",
+                   help="with --photometric-steps: keep the face on MediaPipe's person mask (photos only)")
     p.add_argument("--overlay", default="shaded", choices=["shaded", "ncc", "albedo"])
     p.add_argument("--all-faces", action="store_true", help="fit every face found (default: the largest)")
     p.set_defaults(func=run)
@@ -90,7 +95,8 @@ def _fit_image_file(model, f: Path, out: Path, name: str, detector, args) -> Non
 
     image = read_image(f)
     fit = fit_image(model, image, detector=detector, photometric_steps=args.photometric_steps,
-                    all_faces=args.all_faces, name=str(f), camera=args.camera)
+                    all_faces=args.all_faces, name=str(f), camera=args.camera, pose=args.pose,
+                    segmenter="mediapipe" if args.silhouette else None)
     with torch.no_grad():
         canvas = image[None]
         for i in range(fit.batch_size):  # faces drawn one over the other

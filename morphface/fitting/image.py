@@ -38,6 +38,8 @@ def fit_image(
     all_faces: bool = False,
     name: str | None = None,
     dense: bool | None = None,
+    pose: str = "joint",
+    segmenter=None,
     **fit_kwargs,
 ) -> FitResult:
     """Detect and fit the face(s) in one image.
@@ -54,6 +56,11 @@ def fit_image(
             (:func:`~morphface.fitting.fit_dense_landmarks`: lips, eyelids and cheeks followed more
             closely, large turns pinned down better) instead of the 68. ``None``: when the detector
             gives them and the model has a table (the embedded model does).
+        pose: how the dense fit finds the rotation (:func:`~morphface.fitting.fit_dense_landmarks`):
+            ``"joint"`` (default), ``"rigid"`` or ``"regressed"`` (the learned calibration of
+            MediaPipe's pose bias, :mod:`~morphface.fitting.pose_regressor`). 68-point fits: ``"joint"`` only.
+        segmenter: a :class:`~morphface.fitting.PersonSegmenter` or a backend name: with
+            ``photometric_steps``, its person mask turns on the photometric fit's silhouette term.
         **fit_kwargs: passed to :func:`fit_landmarks`.
 
     Returns:
@@ -63,7 +70,8 @@ def fit_image(
     Raises:
         NoFaceError: no face was found.
         ImageReadError: the path is not a readable image.
-        ValueError: ``dense=True`` without dense points or without a table for the model; an
+        ValueError: ``pose`` other than ``"joint"`` for a 68-point fit; ``dense=True`` without dense
+            points or without a table for the model; an
             image that is not float RGB in [0, 1] (e.g. [0, 255]) or holds NaN/inf.
     """
     if isinstance(image, (str, Path)):
@@ -91,10 +99,19 @@ def fit_image(
     if dense and table is None:
         raise ValueError(f"dense=True but there is no dense-correspondence table for model {model.name!r}")
     if table is not None:
-        fit = fit_dense_landmarks(model, points, (H, W), correspondence=table, **fit_kwargs)
+        fit = fit_dense_landmarks(model, points, (H, W), correspondence=table, pose=pose, **fit_kwargs)
     else:
+        if pose != "joint":
+            raise ValueError(f"pose={pose!r} needs MediaPipe's dense points; a 68-point fit is pose='joint' only")
         lms = torch.stack([torch.as_tensor(f.landmarks, dtype=torch.float32)[:, :2] for f in faces])
         fit = fit_landmarks(model, lms, (H, W), **fit_kwargs)
     if photometric_steps > 0:
-        fit = fit_photometric(model, image[None].expand(len(faces), -1, -1, -1), init=fit, steps=photometric_steps)
+        batch = image[None].expand(len(faces), -1, -1, -1)
+        person = None
+        if segmenter is not None:
+            from .segmentation import make_segmenter
+
+            seg = make_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
+            person = seg.segment(batch)
+        fit = fit_photometric(model, batch, init=fit, steps=photometric_steps, person_mask=person)
     return fit

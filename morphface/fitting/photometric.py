@@ -100,13 +100,6 @@ def outside_distance(person: Tensor, level: float = 0.5) -> Tensor:
     return torch.from_numpy(out)[:, None].to(person)
 
 
-def _sample_map(maps: Tensor, pixels: Tensor) -> Tensor:
-    """Bilinear samples ``(B, N)`` of ``(B, 1, H, W)`` maps at ``(B, N, 2)`` pixel positions (border)."""
-    H, W = maps.shape[-2:]
-    grid = torch.stack([pixels[..., 0] * (2.0 / W) - 1.0, pixels[..., 1] * (2.0 / H) - 1.0], dim=-1)
-    out = F.grid_sample(maps, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
-    return out[:, 0, :, 0]
-
 
 def mesh_edges(faces: Tensor) -> Tensor:
     """Unique undirected edges ``(E, 2)`` of a triangle mesh ``(F, 3)``."""
@@ -125,12 +118,12 @@ def _check_images(images: Tensor) -> Tensor:
     return images
 
 
-def _sample_vertex_colours(images: Tensor, pixels: Tensor) -> Tensor:
-    """Image colours ``(B, V, 3)`` at vertex pixel positions ``(B, V, 2)`` (bilinear, border)."""
-    H, W = images.shape[-2:]
+def _sample_at(maps: Tensor, pixels: Tensor) -> Tensor:
+    """Bilinear samples ``(B, N, C)`` of ``(B, C, H, W)`` maps at ``(B, N, 2)`` pixel positions (border)."""
+    H, W = maps.shape[-2:]
     grid = torch.stack([pixels[..., 0] * (2.0 / W) - 1.0, pixels[..., 1] * (2.0 / H) - 1.0], dim=-1)
-    col = F.grid_sample(images, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
-    return col[..., 0].transpose(1, 2)
+    out = F.grid_sample(maps, grid[:, :, None], mode="bilinear", padding_mode="border", align_corners=False)
+    return out[..., 0].transpose(1, 2)
 
 
 @torch.enable_grad()  # its own optimisation needs gradients, also when called under torch.no_grad()
@@ -265,7 +258,7 @@ def fit_photometric(
             with torch.no_grad():
                 pix, _ = init.camera.project(init.vertices(model))
                 # The image colour divided by the ambient light level: a shading-free starting albedo.
-                alb0 = _sample_vertex_colours(images, pix) / 0.8
+                alb0 = _sample_at(images, pix) / 0.8
         params["albedo"] = alb0.clamp(0.0, 1.0).clone().requires_grad_(True)
         groups.append({"params": [params["albedo"]], "lr": lr})
         edges = mesh_edges(faces)
@@ -293,7 +286,7 @@ def fit_photometric(
             losses["landmark"] = w_landmark * lm_scale * lm
         if outside is not None:
             all_pix, _ = cam.project(verts)
-            losses["silhouette"] = w_silhouette * lm_scale * _sample_map(outside, all_pix).pow(2).mean(1)
+            losses["silhouette"] = w_silhouette * lm_scale * _sample_at(outside, all_pix)[..., 0].pow(2).mean(1)
         losses["reg"] = w_id * (p["id"] ** 2).sum(1) + w_exp * (p["exp"] ** 2).sum(1)
         if use_basis:
             losses["reg"] = losses["reg"] + w_tex * (p["tex"] ** 2).sum(1)
@@ -380,7 +373,7 @@ def _landmark_rmse_and_outside(model: MorphableModel, fit: FitResult, lm_ids: Te
     if landmarks is not None:
         pix, _ = fit.camera.project(verts[:, lm_ids])
         rmse = torch.sqrt((((pix - landmarks) ** 2).sum(-1) * lm_valid).sum(1) / lm_valid.sum())
-    out = nan if outside is None else _sample_map(outside, fit.camera.project(verts)[0]).mean(1)
+    out = nan if outside is None else _sample_at(outside, fit.camera.project(verts)[0])[..., 0].mean(1)
     return rmse, out
 
 

@@ -118,6 +118,17 @@ def test_fit_image_fits_dense_points_when_the_detector_gives_them(narrow):
     with pytest.raises(ValueError, match="dense=True needs"):
         fit_image(narrow, image, detector=Fake("dlib", False), dense=True)
     assert fit_image(narrow, image, detector=Fake("dlib", False)).landmarks.shape == (1, 68, 2)
+    with pytest.raises(ValueError, match="needs MediaPipe's dense points"):
+        fit_image(narrow, image, detector=Fake("dlib", False), pose="regressed")
+    rigid = fit_image(narrow, image, detector=Fake("mediapipe", True), pose="rigid")  # reaches the dense fit
+    assert float(rotation_error_degrees(rigid.angles, fit.angles).max()) > 1.0  # (rigid is biased on odd faces)
+
+    class Everyone:  # a segmenter that says every pixel is the person: the silhouette term is zero
+        def segment(self, images):
+            return torch.ones(images.shape[0], 1, *images.shape[-2:])
+
+    kept = fit_image(narrow, image, detector=Fake("mediapipe", True), photometric_steps=2, segmenter=Everyone())
+    assert torch.allclose(kept.angles, refined.angles, atol=1e-5)
 
 
 def test_closest_surface_points_match_a_dense_sampling():

@@ -16,6 +16,7 @@ import torch
 
 from morphface import load_default_model
 from morphface.fitting.accuracy import angle_slope_mae
+from morphface.fitting.pose_regressor import default_pose_regressor_path
 
 pytest.importorskip("mediapipe", reason="the detector-on-render test needs mediapipe")
 
@@ -52,6 +53,8 @@ def fitted(renders):
     fits = {"joint+depth": fit_dense_landmarks(narrow, pts, size),
             "rigid+depth": fit_dense_landmarks(narrow, pts, size, pose="rigid"),
             "joint 2D": fit_dense_landmarks(narrow, pts[..., :2], size)}
+    if default_pose_regressor_path().is_file():
+        fits["regressed"] = fit_dense_landmarks(narrow, pts, size, pose="regressed")
 
     true = gt.euler_degrees[found]
     return true, {k: f.euler_degrees for k, f in fits.items()}
