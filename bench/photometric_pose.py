@@ -38,13 +38,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--pose", default="joint", help="fit_dense_landmarks pose mode of the start")
+    ap.add_argument("--w-rotation", type=float, default=None,
+                    help="fit_photometric's w_rotation (default: fit_image's choice for the pose mode)")
     args = ap.parse_args(argv)
     from morphface import load_default_model
     from morphface.data.synth import render_posed_faces
     from morphface.fitting import fit_photometric, make_detector, make_segmenter
     from morphface.fitting.dense import fit_dense_landmarks
-    from morphface.fitting.image import dense_points
+    from morphface.fitting.image import REGRESSED_ROTATION_WEIGHT, dense_points
 
+    w_rotation = args.w_rotation
+    if w_rotation is None:
+        w_rotation = REGRESSED_ROTATION_WEIGHT if args.pose == "regressed" else 0.0
     full, narrow = load_default_model("full"), load_default_model("narrow")
     det, seg = make_detector("mediapipe"), make_segmenter("mediapipe")
     grid = torch.tensor(POSES) * (math.pi / 180)
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                  0, 0.0, 0.0, float("nan"), float("nan"), float("nan"), float("nan")])
             for name, mask in (("+ photometric", None), ("+ photometric + silhouette", person_mask)):
                 fit, rep = fit_photometric(narrow, img, init=init, landmarks=pts, steps=args.steps, person_mask=mask,
-                                           fit_identity=False, return_report=True)
+                                           fit_identity=False, w_rotation=w_rotation, return_report=True)
                 rows.setdefault(name, []).append(
                     [float(geodesic_deg(fit.angles, true)[0]), *((fit.angles - true)[0].abs() * 180 / math.pi).tolist(),
                      rep.steps, float(rep.rotation_change_deg[0]), float(rep.translation_change_mm[0]),
@@ -78,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, recs in rows.items():
         r = torch.tensor(recs)
         table.append([name, r.shape[0], *[float(v) for v in r.nanmean(0)]])
-    print(f"people {args.people}, {len(POSES)} poses each at {args.size}^2, start pose={args.pose!r}; "
+    print(f"people {args.people}, {len(POSES)} poses each at {args.size}^2, start pose={args.pose!r}, "
+          f"w_rotation={w_rotation}; "
           f"{time.perf_counter() - t0:.0f} s")
     print_table(headers, table)
     return 0

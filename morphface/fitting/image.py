@@ -18,6 +18,9 @@ from .result import FitResult
 
 __all__ = ["fit_image", "dense_points"]
 
+#: ``fit_photometric``'s ``w_rotation`` after a ``pose="regressed"`` landmark fit.
+REGRESSED_ROTATION_WEIGHT = 1.0
+
 
 def dense_points(faces, depth: bool = False) -> Tensor | None:
     """``(F, 468, 2)`` MediaPipe points (irises dropped) of detected faces, or ``None`` unless every
@@ -113,5 +116,7 @@ def fit_image(
 
             seg = make_segmenter(segmenter) if isinstance(segmenter, str) else segmenter
             person = seg.segment(batch)
-        fit = fit_photometric(model, batch, init=fit, steps=photometric_steps, person_mask=person)
+        # a regressed rotation is what the landmarks cannot give: keep it (bench/photometric_pose.py)
+        fit = fit_photometric(model, batch, init=fit, steps=photometric_steps, person_mask=person,
+                              w_rotation=REGRESSED_ROTATION_WEIGHT if pose == "regressed" else 0.0)
     return fit

@@ -11,6 +11,7 @@ DC offset is stored inside ``FitResult.sh``)::
       + w_light * ||sh - mean_channel(sh)||^2                       (prefer white light)
       + w_smooth * mean_edges ||a_i - a_j||^2                       (per-vertex albedo only)
       + w_silhouette * mean_v d(x_v)^2 * (224 / S)^2                (with a person mask)
+      + w_rotation * ||R - R_init||_F^2                             (keep a trusted start rotation)
 
 **Why the silhouette term.** With landmarks alone the photometric term cannot move the pose: a free
 per-vertex albedo is started from the image colours at the projected vertices, so whatever the
@@ -49,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..camera import euler_to_matrix
 from ..errors import FitError
 from ..morphable import MorphableModel
 from ..render import ambient_sh, face_region_labels, interpolate, render_shaded, sh_shading, vertex_normals
@@ -148,6 +150,7 @@ def fit_photometric(
     progress: bool = False,
     person_mask: Tensor | None = None,
     w_silhouette: float = 2e-3,
+    w_rotation: float = 0.0,
     pose_tol: float = 0.05,
     return_report: bool = False,
 ) -> FitResult | tuple[FitResult, PhotometricReport]:
@@ -172,6 +175,9 @@ def fit_photometric(
         person_mask: ``(B, 1, H, W)`` or ``(B, H, W)`` person probabilities
             (:meth:`~morphface.fitting.PersonSegmenter.segment`); turns on the silhouette term.
         w_silhouette: its weight (squared pixels at 224^2).
+        w_rotation: pull toward the init's rotation, for a start whose rotation is better than what the
+            landmark term would make of it (``fit_dense_landmarks(pose="regressed")``: the landmark term
+            alone drifts back toward the detector's biased pose).
         pose_tol: degrees (rotation) and millimetres (translation): the pose counts as settled when it
             moved less over the last ``patience`` steps.
         return_report: also return a :class:`PhotometricReport`.
@@ -215,6 +221,7 @@ def fit_photometric(
     if init.batch_size != B or tuple(init.image_size) != (H, W):
         raise ValueError(f"init is for {init.batch_size} images of {init.image_size}; got {B} of {(H, W)}")
     init = init.detach().to(device=images.device, dtype=images.dtype)
+    R_init = init.rotation
     outside = None
     if person_mask is not None:
         person_mask = person_mask if person_mask.dim() == 4 else person_mask[:, None]
@@ -284,6 +291,8 @@ def fit_photometric(
             pix, _ = cam.project(verts[:, lm_ids])
             lm = (((pix - landmarks) ** 2).sum(-1) * lm_valid).sum(1) / lm_valid.sum()
             losses["landmark"] = w_landmark * lm_scale * lm
+        if w_rotation > 0:
+            losses["rotation"] = w_rotation * (euler_to_matrix(p["angles"]) - R_init).pow(2).sum((1, 2))
         if outside is not None:
             all_pix, _ = cam.project(verts)
             losses["silhouette"] = w_silhouette * lm_scale * _sample_at(outside, all_pix)[..., 0].pow(2).mean(1)

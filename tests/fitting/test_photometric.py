@@ -138,3 +138,18 @@ def test_photometric_report_on_a_converged_fit(narrow):
     assert float(rep.rotation_change_deg[0]) < 1.0
     with pytest.raises(ValueError, match="person_mask"):
         fit_photometric(narrow, img, init=init, steps=1, person_mask=torch.ones(1, 1, 5, 5))
+
+
+def test_rotation_prior_keeps_a_trusted_start_rotation(narrow):
+    """Landmarks from a head turned 8 deg further than the start: without the prior the refinement turns
+    toward them, with a stiff prior it keeps the start's rotation."""
+    gt, img, verts, _ = _rendered_scene(narrow, 1, 96, 4)
+    turned = gt.detach()
+    turned.angles = gt.angles + torch.tensor([[0.0, 0.14, 0.0]])
+    lms, _ = turned.camera.project(turned.vertices(narrow)[:, narrow.landmarks])
+    init = fit_landmarks(narrow, gt.camera.project(verts[:, narrow.landmarks])[0], gt.image_size)
+    kw = dict(init=init, landmarks=lms, steps=25, fit_identity=False, return_report=True, tol=0.0)
+    _, free = fit_photometric(narrow, img, **kw)
+    _, held = fit_photometric(narrow, img, w_rotation=100.0, **kw)
+    assert float(free.rotation_change_deg[0]) > 1.0
+    assert float(held.rotation_change_deg[0]) < 0.3 * float(free.rotation_change_deg[0])
