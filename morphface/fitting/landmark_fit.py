@@ -25,11 +25,13 @@ mode only moves when the landmarks' proportions demand it, never to absorb overa
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from ..camera import axis_angle_to_matrix, euler_to_matrix, matrix_to_euler
 from ..morphable import MorphableModel
+from ._fast_fit import fast_fit, fast_path_problem, landmark_rows
 from .result import FitResult, default_focal
 
 __all__ = ["fit_landmarks", "check_landmarks"]
@@ -339,6 +341,7 @@ def fit_landmarks(
     shared_identity: bool = False,
     depth_weight: float = 0.0,
     angles: Tensor | None = None,
+    backend: str = "auto",
 ) -> FitResult:
     """Fit identity, expression and camera to 2D landmarks in closed form.
 
@@ -372,6 +375,11 @@ def fit_landmarks(
             mean, in mm at the face (see :func:`_levenberg_marquardt`).
         angles: ``(B|1, 3)`` radians, a known head rotation (pitch, yaw, roll) kept fixed; then only
             translation, scale/camera and shape are fitted.
+        backend: ``"auto"`` (default): the fused CPU solver (:mod:`._fast_fit`, the same algorithm in
+            one numba call, float64 inside) where the call qualifies (CPU tensors, no autograd,
+            float32/integer landmarks, one weight row for the batch, no ``id_coeffs``/``angles``/
+            ``shared_identity``), else the batched torch solver; ``"torch"``: always torch;
+            ``"numba"``: the fused solver or a ``ValueError`` saying why it cannot run.
 
     Returns:
         A :class:`FitResult` whose ``landmarks`` are the fitted model landmarks in pixels and whose
@@ -379,6 +387,8 @@ def fit_landmarks(
     """
     if camera not in ("perspective", "weak_perspective"):
         raise ValueError(f"camera must be 'perspective' or 'weak_perspective'; got {camera!r}")
+    if backend not in ("auto", "torch", "numba"):
+        raise ValueError(f"backend must be 'auto', 'torch' or 'numba'; got {backend!r}")
     ids = model.landmarks if vertex_ids is None else torch.as_tensor(vertex_ids, device=model.mean.device)
     if ids.numel() == 0:
         raise ValueError(f"model {model.name!r} has no landmark vertices; pass vertex_ids")
@@ -404,6 +414,15 @@ def fit_landmarks(
     ids = ids.clamp(min=0)
     n_id = model.n_id if n_id is None else min(n_id, model.n_id)
     n_exp = model.n_exp if n_exp is None else min(n_exp, model.n_exp)
+    if backend != "torch":
+        why = fast_path_problem(landmarks, model, weights, focal, camera, id_coeffs, shared_identity, angles)
+        if why is None and not (bool((w == w[:1]).all()) and bool((w >= 0).all())):
+            why = "per-image or negative weights"
+        if why is None:
+            return _fit_fused(model, x, depth, w[0], ids, n_id, n_exp, landmark_sigma, exp_reg, camera, focal,
+                              image_size, depth_weight, iterations, pose_steps, gn_steps, out_dtype)
+        if backend == "numba":
+            raise ValueError(f"backend='numba' cannot fit this call: {why}")
     fixed = None
     if id_coeffs is not None:
         fixed = model._coeffs(id_coeffs, model.id_basis, "identity").to(dtype=dtype, device=x.device)
@@ -464,6 +483,42 @@ def fit_landmarks(
         principal_point=None if pp is None else pp.to(out_dtype), image_size=(H, W), camera_kind=camera,
         landmarks=proj.to(out_dtype), target_landmarks=x.to(out_dtype), residuals=rmse.to(out_dtype),
         history=history,
+    )
+    result.check_finite()
+    return result
+
+
+def _fit_fused(model: MorphableModel, x: Tensor, depth: Tensor | None, w: Tensor, ids: Tensor, n_id: int, n_exp: int,
+               landmark_sigma: float, exp_reg: float, camera: str, focal, image_size: tuple[int, int],
+               depth_weight: float, iterations: int, pose_steps: int, gn_steps: int, out_dtype) -> FitResult:
+    """:func:`fit_landmarks` through the fused solver (``x (B, L, 2)`` px, ``w (L,)`` the shared weights)."""
+    B = x.shape[0]
+    H, W = image_size
+    rows = landmark_rows(model, ids, w.double().numpy(), n_id, n_exp)
+    sig2 = landmark_sigma ** 2
+    reg = np.concatenate([np.full(n_id, sig2), np.full(n_exp, sig2 * exp_reg)])
+    f = None
+    if camera == "perspective":
+        f = torch.as_tensor(default_focal(image_size) if focal is None else focal, dtype=torch.float64)
+        f = f.reshape(-1).expand(B).numpy()
+    c, R, cam, proj, hist_weak, hist_lm = fast_fit(
+        rows, x.double().numpy(), None if depth is None else depth.double().numpy(), reg,
+        model.exp_kind == "blendshape", camera, f, (H, W), depth_weight, iterations, pose_steps, gn_steps)
+    c, R, cam, proj = (torch.from_numpy(a) for a in (c, R, cam, proj))
+    if camera == "weak_perspective":
+        trans, foc, pp = cam[:, :2], cam[:, 2].exp(), None
+    else:
+        trans, foc = cam, torch.from_numpy(f)
+        pp = torch.tensor([W / 2.0, H / 2.0], dtype=torch.float64).expand(B, 2)
+    xd = x.double()
+    wd = w.double()
+    rmse = torch.sqrt((((proj - xd) ** 2).sum(-1) * wd).sum(1) / wd.sum())
+    result = FitResult(
+        id_coeffs=c[:, :n_id].to(out_dtype), exp_coeffs=c[:, n_id:].to(out_dtype),
+        angles=matrix_to_euler(R).to(out_dtype), translation=trans.to(out_dtype), focal=foc.to(out_dtype),
+        principal_point=None if pp is None else pp.to(out_dtype), image_size=(H, W), camera_kind=camera,
+        landmarks=proj.to(out_dtype), target_landmarks=x.to(out_dtype), residuals=rmse.to(out_dtype),
+        history=[float(h) for h in hist_weak.mean(0)] + [float(h) for h in hist_lm.mean(0)],
     )
     result.check_finite()
     return result
