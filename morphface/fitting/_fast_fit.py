@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
+from numba import types
+from numba.np.linalg import _BLAS, _LAPACK, F_INT_nptype
 from torch import Tensor
 
 from ..morphable import MorphableModel
@@ -136,15 +138,42 @@ def fast_path_problem(landmarks, model: MorphableModel, weights, focal, camera: 
 
 
 # --------------------------------------------------------------------------- jitted kernels
+# LAPACK/BLAS through numba's own symbol-named wrappers (the ones behind its np.linalg): unlike ctypes
+# pointers they can be cached, and unlike np.linalg they compile in a fraction of the time (np.linalg's
+# generic implementations made the first, uncached call take ~40 s).
+_LAPACK()  # registers the symbols, also before cached code is loaded
+_BLAS()
+_potrf = _LAPACK.numba_xxpotrf(types.float64)
+_gesv = _LAPACK.numba_xgesv(types.float64)
+_gesdd = _LAPACK.numba_ez_gesdd(types.float64)
+_sgemm = _BLAS.numba_xxgemm(types.float32)
+_D, _U, _N, _T, _A = ord("d"), ord("U"), ord("n"), ord("t"), ord("A")
+
+
+@numba.njit(cache=True)
+def _sym_cross_f32(P3: np.ndarray, Q: np.ndarray) -> np.ndarray:
+    """``Q^T P3`` (float32 BLAS) for C-ordered ``P3, Q (n, k)``; the caller only uses the symmetric part
+    ``P3^T Q + Q^T P3``."""
+    nl, ns = P3.shape
+    X = np.empty((ns, ns), dtype=np.float32)
+    ab = np.array([1.0, 0.0], dtype=np.float32)
+    # column-major view: Q -> Q^T (ns x nl), P3 -> P3^T; X (col-major) = Q^T P3^T^T = (P3^T Q)^T
+    _sgemm(ord("s"), _N, _T, ns, ns, nl, ab[0:].ctypes, Q.ctypes, ns, P3.ctypes, ns, ab[1:].ctypes, X.ctypes, ns)
+    return X
+
+
 @numba.njit(cache=True, fastmath=_FM)
 def _cho_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``A x = b`` for symmetric positive-definite ``A (n, n)``, ``b (n, m)``: Cholesky, LU where
     ``A`` is not positive definite (as ``landmark_fit.spd_solve``)."""
     n, m = b.shape
-    try:
-        Lc = np.linalg.cholesky(A)
-    except Exception:  # noqa: BLE001 - numba raises a plain LinAlgError
-        return np.linalg.solve(A, b)
+    Lc = A.copy()  # column-major "U" factor of the symmetric matrix = our lower triangle
+    if _potrf(_D, _U, n, Lc.ctypes, n) != 0:
+        a = A.T.copy()  # column-major A
+        x = b.T.copy()  # column-major b, solved in place
+        ipiv = np.empty(n, dtype=F_INT_nptype)
+        _gesv(_D, n, m, a.ctypes, n, ipiv.ctypes, x.ctypes, n)
+        return x.T.copy()
     x = np.empty((n, m))
     y = np.empty(n)
     for r in range(m):
@@ -159,6 +188,34 @@ def _cho_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
                 s -= Lc[j, i] * x[j, r]
             x[i, r] = s / Lc[i, i]
     return x
+
+
+@numba.njit(cache=True)
+def _mat3(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``A @ B`` for 3x3 matrices."""
+    C = np.empty((3, 3))
+    for i in range(3):
+        for j in range(3):
+            C[i, j] = A[i, 0] * B[0, j] + A[i, 1] * B[1, j] + A[i, 2] * B[2, j]
+    return C
+
+
+@numba.njit(cache=True)
+def _nearest_rotation(M: np.ndarray) -> np.ndarray:
+    """``U diag(1, 1, sign det(U Vh)) Vh`` from the SVD ``M = U S Vh`` (as ``landmark_fit._nearest_rotation``)."""
+    a = M.T.copy()  # column-major M
+    sv = np.empty(3)
+    u = np.empty((3, 3))
+    vt = np.empty((3, 3))
+    _gesdd(_D, _A, 3, 3, a.ctypes, 3, sv.ctypes, u.ctypes, 3, vt.ctypes, 3)
+    U, Vh = u.T.copy(), vt.T.copy()  # back to row-major
+    P = _mat3(U, Vh)
+    det = (P[0, 0] * (P[1, 1] * P[2, 2] - P[1, 2] * P[2, 1]) - P[0, 1] * (P[1, 0] * P[2, 2] - P[1, 2] * P[2, 0])
+           + P[0, 2] * (P[1, 0] * P[2, 1] - P[1, 1] * P[2, 0]))
+    d = np.sign(det)
+    for j in range(3):
+        U[j, 2] *= d
+    return _mat3(U, Vh)
 
 
 @numba.njit(cache=True, fastmath=_FM)
@@ -299,11 +356,7 @@ def _affine_camera(S: np.ndarray, x: np.ndarray, w: np.ndarray):
     M[2, 0] = M[0, 1] * M[1, 2] - M[0, 2] * M[1, 1]
     M[2, 1] = M[0, 2] * M[1, 0] - M[0, 0] * M[1, 2]
     M[2, 2] = M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
-    U, _, Vh = np.linalg.svd(M)
-    d = np.sign(np.linalg.det(U @ Vh))
-    for j in range(3):
-        U[j, 2] *= d
-    return s, U @ Vh, P[3, 0], P[3, 1]
+    return s, _nearest_rotation(M), P[3, 0], P[3, 1]
 
 
 @numba.njit(cache=True, fastmath=_FM)
@@ -482,7 +535,7 @@ def _normal_equations(RS, res, qa, qb, mm, w, live, wz, dw, has_depth, persp, R,
                 bx, by, bz = basis32[0, i, k], basis32[1, i, k], basis32[2, i, k]
                 P3[li, j] = R[2, 0] * bx + R[2, 1] * by + R[2, 2] * bz
                 Q[li, j] = nv0 * bx + nv1 * by + nv2 * bz
-        X32 = P3.T @ Q
+        X32 = _sym_cross_f32(P3, Q)
         for j1 in range(ns):
             for j2 in range(j1, ns):
                 H[6 + j1, 6 + j2] += X32[j1, j2] + X32[j2, j1]
@@ -547,7 +600,7 @@ def _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w
         delta = np.zeros(n)
         for p in range(nf):
             delta[idx[p]] = -dr[p]
-        Rn = _rot_from_axis_angle(delta[:3]) @ R
+        Rn = _mat3(_rot_from_axis_angle(delta[:3]), R)
         camn = cam + delta[3:6]
         cn = c.copy()
         reg_n = 0.0
