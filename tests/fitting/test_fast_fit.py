@@ -116,6 +116,7 @@ def test_options_reach_the_fused_solver(narrow):
                      fit_landmarks(narrow, pts.double(), gt.image_size, vertex_ids=ids, backend="torch"))
 
 
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # the torch solver's history
 def test_calls_the_fused_solver_cannot_take_stay_on_torch(narrow):
     gt, pts = _points68(narrow, 2, 13)
     # float64 landmarks: the torch solver in float64, bit for bit
