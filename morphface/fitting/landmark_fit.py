@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from ..camera import axis_angle_to_matrix, euler_to_matrix, matrix_to_euler
+from ..errors import FitError
 from ..morphable import MorphableModel
 from ._fast_fit import fast_fit, fast_path_problem, landmark_rows
 from .result import FitResult, default_focal
@@ -488,37 +489,48 @@ def fit_landmarks(
     return result
 
 
+def _euler_np(R: np.ndarray) -> np.ndarray:
+    """:func:`~morphface.camera.matrix_to_euler` on ``(B, 3, 3)`` numpy rotations: ``(B, 3)`` radians."""
+    yaw = np.arcsin(np.clip(-R[:, 2, 0], -1.0, 1.0))
+    locked = np.sqrt(R[:, 2, 1] ** 2 + R[:, 2, 2] ** 2) < 1e-6
+    pitch = np.where(locked, np.arctan2(-R[:, 1, 2], R[:, 1, 1]), np.arctan2(R[:, 2, 1], R[:, 2, 2]))
+    roll = np.where(locked, 0.0, np.arctan2(R[:, 1, 0], R[:, 0, 0]))
+    return np.stack([pitch, yaw, roll], axis=-1)
+
+
 def _fit_fused(model: MorphableModel, x: Tensor, depth: Tensor | None, w: Tensor, ids: Tensor, n_id: int, n_exp: int,
                landmark_sigma: float, exp_reg: float, camera: str, focal, image_size: tuple[int, int],
                depth_weight: float, iterations: int, pose_steps: int, gn_steps: int, out_dtype) -> FitResult:
-    """:func:`fit_landmarks` through the fused solver (``x (B, L, 2)`` px, ``w (L,)`` the shared weights)."""
+    """:func:`fit_landmarks` through the fused solver (``x (B, L, 2)`` px, ``w (L,)`` the shared weights).
+
+    The results are assembled in numpy and converted once: with ~100 small torch operations this
+    part alone took as long as a 68-point solve."""
     B = x.shape[0]
     H, W = image_size
-    rows = landmark_rows(model, ids, w.double().numpy(), n_id, n_exp)
+    wn = w.double().numpy()
+    rows = landmark_rows(model, ids, wn, n_id, n_exp)
     sig2 = landmark_sigma ** 2
     reg = np.concatenate([np.full(n_id, sig2), np.full(n_exp, sig2 * exp_reg)])
     f = None
     if camera == "perspective":
-        f = torch.as_tensor(default_focal(image_size) if focal is None else focal, dtype=torch.float64)
-        f = f.reshape(-1).expand(B).numpy()
+        f = np.broadcast_to(np.asarray(default_focal(image_size) if focal is None
+                                       else torch.as_tensor(focal).double().numpy(), dtype=np.float64).reshape(-1),
+                            (B,))
+    xn = x.double().numpy()
     c, R, cam, proj, hist_weak, hist_lm = fast_fit(
-        rows, x.double().numpy(), None if depth is None else depth.double().numpy(), reg,
-        model.exp_kind == "blendshape", camera, f, (H, W), depth_weight, iterations, pose_steps, gn_steps)
-    c, R, cam, proj = (torch.from_numpy(a) for a in (c, R, cam, proj))
+        rows, xn, None if depth is None else depth.double().numpy(), reg, model.exp_kind == "blendshape", camera, f,
+        (H, W), depth_weight, iterations, pose_steps, gn_steps)
     if camera == "weak_perspective":
-        trans, foc, pp = cam[:, :2], cam[:, 2].exp(), None
+        trans, foc, pp = cam[:, :2], np.exp(cam[:, 2]), None
     else:
-        trans, foc = cam, torch.from_numpy(f)
-        pp = torch.tensor([W / 2.0, H / 2.0], dtype=torch.float64).expand(B, 2)
-    xd = x.double()
-    wd = w.double()
-    rmse = torch.sqrt((((proj - xd) ** 2).sum(-1) * wd).sum(1) / wd.sum())
-    result = FitResult(
-        id_coeffs=c[:, :n_id].to(out_dtype), exp_coeffs=c[:, n_id:].to(out_dtype),
-        angles=matrix_to_euler(R).to(out_dtype), translation=trans.to(out_dtype), focal=foc.to(out_dtype),
-        principal_point=None if pp is None else pp.to(out_dtype), image_size=(H, W), camera_kind=camera,
-        landmarks=proj.to(out_dtype), target_landmarks=x.to(out_dtype), residuals=rmse.to(out_dtype),
-        history=[float(h) for h in hist_weak.mean(0)] + [float(h) for h in hist_lm.mean(0)],
-    )
-    result.check_finite()
-    return result
+        trans, foc, pp = cam, f, np.broadcast_to(np.array([W / 2.0, H / 2.0]), (B, 2))
+    rmse = np.sqrt((((proj - xn) ** 2).sum(-1) * wn).sum(1) / wn.sum())
+    out = {"id_coeffs": c[:, :n_id], "exp_coeffs": c[:, n_id:], "angles": _euler_np(R), "translation": trans,
+           "focal": foc, "principal_point": pp, "landmarks": proj, "residuals": rmse}
+    for k, v in out.items():  # FitResult.check_finite, before the conversion
+        if v is not None and not np.isfinite(v).all():
+            raise FitError(f"fit produced non-finite values in {k!r}")
+    np_dtype = np.float64 if out_dtype == torch.float64 else np.float32
+    out = {k: None if v is None else torch.from_numpy(np.ascontiguousarray(v, dtype=np_dtype)) for k, v in out.items()}
+    return FitResult(**out, image_size=(H, W), camera_kind=camera, target_landmarks=x.to(out_dtype),
+                     history=[float(h) for h in hist_weak.mean(0)] + [float(h) for h in hist_lm.mean(0)])
