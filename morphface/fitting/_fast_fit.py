@@ -118,9 +118,12 @@ def landmark_rows(model: MorphableModel, ids: Tensor, weights: np.ndarray, n_id:
     return hit
 
 
-def fast_path_problem(landmarks, model: MorphableModel, weights, focal, camera: str, id_coeffs, shared_identity: bool,
-                      angles) -> str | None:
-    """Why the fused solver cannot run this call (``None``: it can)."""
+def fast_path_problem(landmarks: Tensor, model: MorphableModel, weights, focal, camera: str, id_coeffs,
+                      shared_identity: bool, angles) -> str | None:
+    """Why the fused solver cannot run this :func:`~morphface.fitting.fit_landmarks` call (``None``: it can).
+
+    ``landmarks``: the ``(B, L, 2)`` tensor the solve works on (on the model's device, float32 unless
+    float64 was given). Per-image weights are checked by the caller."""
     if camera not in ("perspective", "weak_perspective"):
         return f"camera {camera!r}"
     if id_coeffs is not None or angles is not None or shared_identity:
@@ -131,8 +134,7 @@ def fast_path_problem(landmarks, model: MorphableModel, weights, focal, camera: 
         return "a tensor is not on the CPU"
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return "autograd: a tensor requires grad"
-    lt = landmarks.dtype if isinstance(landmarks, Tensor) else np.asarray(landmarks).dtype
-    if lt in (torch.float64, np.float64):
+    if landmarks.dtype == torch.float64:
         return "float64 landmarks (solved by the torch solver in float64)"
     return None
 

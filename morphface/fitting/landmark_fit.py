@@ -416,7 +416,8 @@ def fit_landmarks(
     n_id = model.n_id if n_id is None else min(n_id, model.n_id)
     n_exp = model.n_exp if n_exp is None else min(n_exp, model.n_exp)
     if backend != "torch":
-        why = fast_path_problem(landmarks, model, weights, focal, camera, id_coeffs, shared_identity, angles)
+        # x: the landmarks as the solve sees them (on the model's device, float32 unless given as float64)
+        why = fast_path_problem(x, model, weights, focal, camera, id_coeffs, shared_identity, angles)
         if why is None and not (bool((w == w[:1]).all()) and bool((w >= 0).all())):
             why = "per-image or negative weights"
         if why is None:
