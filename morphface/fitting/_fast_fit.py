@@ -497,54 +497,51 @@ def _normal_equations(RS, res, qa, qb, mm, w, live, wz, dw, has_depth, persp, R,
             H[6 + ns, p] = HG[p, k]
         ns += 1
     nf = 6 + ns
-    # shape block: per-point-constant metric R^T diag(1, 1, dw) R from the cached Gram pieces ...
+    # shape block, for all coefficients (contiguous loops and one BLAS call beat gathering the free
+    # ones first), then the free rows and columns are copied out:
+    # per-point-constant metric R^T diag(1, 1, dw) R from the cached Gram pieces ...
     N = np.empty((3, 3))
     dwe = dw if has_depth else 0.0
     for a in range(3):
         for b in range(3):
             N[a, b] = R[0, a] * R[0, b] + R[1, a] * R[1, b] + dwe * R[2, a] * R[2, b]
-    coef = np.array([N[0, 0], N[1, 1], N[2, 2], N[0, 1], N[0, 2], N[1, 2]])
-    for j1 in range(ns):
-        k1 = cols[j1]
-        for j2 in range(j1, ns):
-            k2 = cols[j2]
-            v = 0.0
-            for q in range(6):
-                v += coef[q] * gram[q, k1, k2]
-            H[6 + j1, 6 + j2] = v
+    Hss = np.empty((K, K))
+    _gram_combine(gram, N, Hss)
     if has_depth:  # ... less the rank-one centring of the depth rows ...
-        pc = np.zeros(ns)
-        for j in range(ns):
-            k = cols[j]
-            pc[j] = R[2, 0] * wmean[0, k] + R[2, 1] * wmean[1, k] + R[2, 2] * wmean[2, k]
+        pc = np.zeros(K)
+        for a in range(3):
+            for k in range(K):
+                pc[k] += R[2, a] * wmean[a, k]
         sw = dw * wsum
-        for j1 in range(ns):
-            for j2 in range(j1, ns):
-                H[6 + j1, 6 + j2] -= sw * pc[j1] * pc[j2]
+        for k in range(K):
+            for j in range(K):
+                Hss[k, j] -= sw * pc[k] * pc[j]
     if persp:  # ... plus the point-dependent part e3 q^T + q e3^T of the perspective metric
         nl = live.shape[0]
-        P3 = np.empty((nl, ns), dtype=np.float32)
-        Q = np.empty((nl, ns), dtype=np.float32)
+        P3 = np.empty((nl, K), dtype=np.float32)
+        Q = np.empty((nl, K), dtype=np.float32)
+        r0, r1, r2 = np.float32(R[2, 0]), np.float32(R[2, 1]), np.float32(R[2, 2])
         for li in range(nl):
             i = live[li]
             q0, q1 = qa[i], qb[i]
             q2 = 0.5 * (q0 * q0 + q1 * q1)
-            nv0 = w[i] * (R[0, 0] * q0 + R[1, 0] * q1 + R[2, 0] * q2)
-            nv1 = w[i] * (R[0, 1] * q0 + R[1, 1] * q1 + R[2, 1] * q2)
-            nv2 = w[i] * (R[0, 2] * q0 + R[1, 2] * q1 + R[2, 2] * q2)
-            for j in range(ns):
-                k = cols[j]
-                bx, by, bz = basis32[0, i, k], basis32[1, i, k], basis32[2, i, k]
-                P3[li, j] = R[2, 0] * bx + R[2, 1] * by + R[2, 2] * bz
-                Q[li, j] = nv0 * bx + nv1 * by + nv2 * bz
+            n0 = np.float32(w[i] * (R[0, 0] * q0 + R[1, 0] * q1 + R[2, 0] * q2))
+            n1 = np.float32(w[i] * (R[0, 1] * q0 + R[1, 1] * q1 + R[2, 1] * q2))
+            n2 = np.float32(w[i] * (R[0, 2] * q0 + R[1, 2] * q1 + R[2, 2] * q2))
+            bx, by, bz = basis32[0, i], basis32[1, i], basis32[2, i]
+            p3, q = P3[li], Q[li]
+            for k in range(K):
+                p3[k] = r0 * bx[k] + r1 * by[k] + r2 * bz[k]
+                q[k] = n0 * bx[k] + n1 * by[k] + n2 * bz[k]
         X32 = _sym_cross_f32(P3, Q)
-        for j1 in range(ns):
-            for j2 in range(j1, ns):
-                H[6 + j1, 6 + j2] += X32[j1, j2] + X32[j2, j1]
+        for k in range(K):
+            for j in range(K):
+                Hss[k, j] += X32[k, j] + X32[j, k]
     for j1 in range(ns):
-        H[6 + j1, 6 + j1] += reg[cols[j1]]
+        k1 = cols[j1]
+        H[6 + j1, 6 + j1] = Hss[k1, k1] + reg[k1]
         for j2 in range(j1):
-            H[6 + j1, 6 + j2] = H[6 + j2, 6 + j1]
+            H[6 + j1, 6 + j2] = H[6 + j2, 6 + j1] = Hss[k1, cols[j2]]
     return nf
 
 
