@@ -166,3 +166,23 @@ def test_landmark_rows_are_cached_until_the_model_changes(narrow):
     b = landmark_rows(model, ids, w, 10, 5)
     assert b is not a
     np.testing.assert_allclose(b.mean, a.mean + 1.0)
+
+
+def test_kernel_pieces_match_their_torch_counterparts():
+    from morphface.camera import axis_angle_to_matrix
+    from morphface.fitting._fast_fit import _cho_solve, _nearest_rotation, _rot_from_axis_angle
+    from morphface.fitting.landmark_fit import _nearest_rotation as nearest_torch
+
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(30, 30))
+    b = rng.normal(size=(30, 2))
+    spd = A @ A.T + np.eye(30)
+    np.testing.assert_allclose(_cho_solve(spd, b), np.linalg.solve(spd, b), rtol=1e-9, atol=1e-12)
+    sym = A + A.T  # indefinite: the LU fallback
+    np.testing.assert_allclose(_cho_solve(sym, b), np.linalg.solve(sym, b), rtol=1e-8, atol=1e-10)
+    for M in (rng.normal(size=(3, 3)), np.diag([1.0, 1.0, -1.0]) @ rng.normal(size=(3, 3))):
+        np.testing.assert_allclose(_nearest_rotation(M), nearest_torch(torch.from_numpy(M)[None])[0].numpy(),
+                                   atol=1e-12)
+    for v in (np.array([0.3, -0.2, 0.5]), np.array([2e-4, -3e-4, 1e-4])):  # Rodrigues and series branches
+        np.testing.assert_allclose(_rot_from_axis_angle(v), axis_angle_to_matrix(torch.from_numpy(v)).numpy(),
+                                   atol=1e-15)
