@@ -157,7 +157,9 @@ def _sym_cross_f32(P3: np.ndarray, Q: np.ndarray) -> np.ndarray:
     """``Q^T P3`` (float32 BLAS) for C-ordered ``P3, Q (n, k)``; the caller only uses the symmetric part
     ``P3^T Q + Q^T P3``."""
     nl, ns = P3.shape
-    X = np.empty((ns, ns), dtype=np.float32)
+    X = np.zeros((ns, ns), dtype=np.float32)
+    if nl == 0 or ns == 0:
+        return X
     ab = np.array([1.0, 0.0], dtype=np.float32)
     # column-major view: Q -> Q^T (ns x nl), P3 -> P3^T; X (col-major) = Q^T P3^T^T = (P3^T Q)^T
     _sgemm(ord("s"), _N, _T, ns, ns, nl, ab[0:].ctypes, Q.ctypes, ns, P3.ctypes, ns, ab[1:].ctypes, X.ctypes, ns)
@@ -169,6 +171,8 @@ def _cho_solve(A: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``A x = b`` for symmetric positive-definite ``A (n, n)``, ``b (n, m)``: Cholesky, LU where
     ``A`` is not positive definite (as ``landmark_fit.spd_solve``)."""
     n, m = b.shape
+    if n == 0:
+        return np.empty((0, m))
     Uc = A.copy()  # column-major "L" factor of the symmetric matrix = its transpose in our upper triangle
     if _potrf(_D, _L, n, Uc.ctypes, n) != 0:  # ("L" runs ~10 % faster than "U" here)
         a = A.T.copy()  # column-major A

@@ -186,3 +186,15 @@ def test_kernel_pieces_match_their_torch_counterparts():
     for v in (np.array([0.3, -0.2, 0.5]), np.array([2e-4, -3e-4, 1e-4])):  # Rodrigues and series branches
         np.testing.assert_allclose(_rot_from_axis_angle(v), axis_angle_to_matrix(torch.from_numpy(v)).numpy(),
                                    atol=1e-15)
+
+
+def test_pose_only_and_tiny_shape_spaces(narrow):
+    gt, pts = _points68(narrow, 2, 19)
+    for n_id, n_exp in ((1, 0), (0, 3)):
+        fused = fit_landmarks(narrow, pts, gt.image_size, n_id=n_id, n_exp=n_exp, backend="numba")
+        assert fused.id_coeffs.shape == (2, n_id) and fused.exp_coeffs.shape == (2, n_exp)
+        ref = fit_landmarks(narrow, pts.double(), gt.image_size, n_id=n_id, n_exp=n_exp, backend="torch")
+        _assert_same_fit(narrow, fused, ref)
+    # no shape modes at all (the mean face posed; the torch solver cannot reshape its empty basis)
+    pose_only = fit_landmarks(narrow, pts, gt.image_size, n_id=0, n_exp=0, backend="numba")
+    assert pose_only.id_coeffs.shape == (2, 0) and float(pose_only.residuals.max()) < 10.0
