@@ -149,7 +149,7 @@ _potrf = _LAPACK.numba_xxpotrf(types.float64)
 _gesv = _LAPACK.numba_xgesv(types.float64)
 _gesdd = _LAPACK.numba_ez_gesdd(types.float64)
 _sgemm = _BLAS.numba_xxgemm(types.float32)
-_D, _L, _N, _T, _A = ord("d"), ord("L"), ord("n"), ord("t"), ord("A")
+_D, _S, _L, _N, _T, _A = ord("d"), ord("s"), ord("L"), ord("n"), ord("t"), ord("A")
 
 
 @numba.njit(cache=True)
@@ -162,7 +162,7 @@ def _sym_cross_f32(P3: np.ndarray, Q: np.ndarray) -> np.ndarray:
         return X
     ab = np.array([1.0, 0.0], dtype=np.float32)
     # column-major view: Q -> Q^T (ns x nl), P3 -> P3^T; X (col-major) = Q^T P3^T^T = (P3^T Q)^T
-    _sgemm(ord("s"), _N, _T, ns, ns, nl, ab[0:].ctypes, Q.ctypes, ns, P3.ctypes, ns, ab[1:].ctypes, X.ctypes, ns)
+    _sgemm(_S, _N, _T, ns, ns, nl, ab[0:].ctypes, Q.ctypes, ns, P3.ctypes, ns, ab[1:].ctypes, X.ctypes, ns)
     return X
 
 
@@ -640,13 +640,12 @@ def _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w
 
 
 @numba.njit(cache=True, fastmath=_FM)
-def _fit_one(x, depth, has_depth, mr, w, reg, n_id, blendshape, persp, f, ppx, ppy, dw, iterations, pose_steps,
-             gn_steps, c, R, cam, proj, hist_weak, hist_lm):
-    """The whole :func:`fit_landmarks` solve for one face; writes ``c, R, cam, proj`` and histories."""
+def _weak_perspective_init(x, w, mr, reg, n_id, blendshape, iterations, c, hist_weak):
+    """The alternation of affine camera and shape solves of :func:`fit_landmarks` for one face: writes
+    ``c (K,)`` and ``hist_weak (iterations,)``, returns the final camera ``s, R, b0, b1``."""
     rows_mean, basis, _, _, gram, _ = mr
     L, K = basis.shape[1], basis.shape[2]
     n_exp = K - n_id
-    wsum = w.sum()
     c[:] = 0.0
     S = np.empty((L, 3))
     y = np.empty((L, 3))
@@ -700,26 +699,33 @@ def _fit_one(x, depth, has_depth, mr, w, reg, n_id, blendshape, persp, f, ppx, p
             e1 = -(Rw[1, 0] * u0 + Rw[1, 1] * u1 + Rw[1, 2] * u2) - r[i, 1]
             h += w[i] * (e0 * e0 + e1 * e1)
         hist_weak[it] = h
-    s, Rw, b0, b1 = _affine_camera(S, x, w)
-    R[:] = Rw
-    if persp:
-        cam[0], cam[1], cam[2] = (b0 - ppx) / s, -(b1 - ppy) / s, -f / s
-        pose_hist = np.empty(pose_steps + 1)
-        _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w, dw, has_depth, persp, f, ppx, ppy,
-                             pose_steps, False, pose_hist)
-    else:
-        cam[0], cam[1], cam[2] = b0, b1, np.log(s)
-    proj[:] = _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w, dw, has_depth, persp, f,
-                                   ppx, ppy, gn_steps, True, hist_lm)
+    return _affine_camera(S, x, w)
 
 
 @numba.njit(cache=True)
 def _fit_batch(x, depth, has_depth, mr, w, reg, n_id, blendshape, persp, f, ppx, ppy, dw, iterations, pose_steps,
                gn_steps, c, R, cam, proj, hist_weak, hist_lm):
-    """:func:`_fit_one` for each face of ``x (B, L, 2)`` (one jitted call for the batch)."""
+    """The whole :func:`fit_landmarks` solve, face by face, for ``x (B, L, 2)``; writes ``c, R, cam,
+    proj`` and the histories. (A flat call tree: numba re-optimises every caller with its callees, so
+    each extra level or specialisation adds seconds to the first, uncached compilation.)"""
+    wsum = w.sum()
+    pose_hist = np.empty(pose_steps + 1)
     for b in range(x.shape[0]):
-        _fit_one(x[b], depth[b], has_depth, mr, w, reg, n_id, blendshape, persp, f[b], ppx, ppy, dw, iterations,
-                 pose_steps, gn_steps, c[b], R[b], cam[b], proj[b], hist_weak[b], hist_lm[b])
+        s, Rw, b0, b1 = _weak_perspective_init(x[b], w, mr, reg, n_id, blendshape, iterations, c[b], hist_weak[b])
+        R[b] = Rw
+        if persp:  # the model origin at depth f / s
+            cam[b, 0], cam[b, 1], cam[b, 2] = (b0 - ppx) / s, -(b1 - ppy) / s, -f[b] / s
+        else:
+            cam[b, 0], cam[b, 1], cam[b, 2] = b0, b1, np.log(s)
+        for stage in range(2):  # the pose alone (perspective), then everything; one compiled specialisation
+            shape = stage == 1
+            if shape or persp:
+                hist = hist_lm[b] if shape else pose_hist
+                pb = _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c[b], R[b], cam[b], x[b], depth[b], w, dw,
+                                          has_depth, persp, f[b], ppx, ppy, gn_steps if shape else pose_steps, shape,
+                                          hist)
+                if shape:
+                    proj[b] = pb
 
 
 def fast_fit(rows: LandmarkRows, x: np.ndarray, depth: np.ndarray | None, reg: np.ndarray, blendshape: bool,
