@@ -3,8 +3,10 @@
 Textured synthetic people (``morphface.data.render_posed_faces``, the dataset generator's people)
 are rendered at known pitch and yaw, MediaPipe runs on the renders, ``fit_image``'s dense fit recovers
 the pose. The landmarks are the detector's, not projected model points, so a detector/model mismatch
-(correspondence table, pitch bias of the 2D points) shows. Development poses were tuned on people 0-3
-and ``bench/fit_real.py``'s sets; this test uses person 7 (not in either).
+(correspondence table, pitch bias of the 2D points) shows. ``pose="regressed"`` is the learned
+calibration of that bias (``morphface.fitting.pose_regressor``, trained on people 1000-1799).
+Development poses were tuned on people 0-3 and ``bench/fit_real.py``'s sets; this test uses person 7
+(not in either).
 """
 
 from __future__ import annotations
@@ -83,10 +85,23 @@ def test_depth_and_rigid_rotation_undo_pitch_compression(fitted):
         assert 0.9 <= float(slope[k][1]) <= 1.2 and float(mae[k][1]) < 5.0, (k, slope[k], mae[k])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21 target not reached: MediaPipe's own points on these renders "
-                   "are 10-17 px off at pitch -40 and yaw 70 (bench/fit_real.py); the fit cannot undo that")
+def test_regressed_pose_undoes_the_compression_over_the_full_range(fitted):
+    """The learned calibration (trained on other people) meets the issue's slope target over the whole
+    grid and halves the plain fit's errors."""
+    true, fits = fitted
+    if "regressed" not in fits:
+        pytest.skip("no shipped pose-regressor weights")
+    slope, mae = angle_slope_mae(true, fits["regressed"])
+    slope0, mae0 = angle_slope_mae(true, fits["joint+depth"])
+    assert 0.95 <= float(slope[0]) <= 1.05 and 0.95 <= float(slope[1]) <= 1.05, slope
+    assert float(mae[0]) < 0.5 * float(mae0[0]) and float(mae[1]) < 0.5 * float(mae0[1]), (mae, mae0)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 21 target not reached: with the learned calibration the slopes "
+                   "are in range but the MAE is 4.4 deg (pitch) and 2.8 (yaw) on this grid, most of it at yaw 70 "
+                   "where pitch and roll are hard to tell apart (bench/fit_real.py)")
 def test_full_range_pose_within_issue_21_target(fitted):
     true, fits = fitted
-    slope, mae = angle_slope_mae(true, fits["joint+depth"])
+    slope, mae = angle_slope_mae(true, fits.get("regressed", fits["joint+depth"]))
     assert 0.95 <= float(slope[0]) <= 1.05 and float(mae[0]) <= 2.0
     assert 0.95 <= float(slope[1]) <= 1.05 and float(mae[1]) <= 2.0
