@@ -4,6 +4,8 @@
   column (what ``fit_image`` does), perspective camera, one face and a batch of 32 (ms per face):
   the fused CPU solver (``backend="auto"``) against the torch solver (``backend="torch"``) as the
   reference; plus the first call of a fresh process (numba's compiled code loaded from its cache).
+* ``fit_dense_landmarks`` on 468 2D points with the rotation fixed (``angles=``, what ``pose="rigid"``
+  and ``pose="regressed"`` do after taking the rotation), one face: fused solver vs torch solver.
 * ``fit_landmarks`` at batch 32, both cameras; reference: the same faces one at a time.
 * ``fit_photometric``, 100 steps at 224^2 on rendered synthetic faces (early stopping off);
   reference: the same with the pure-PyTorch rasteriser backend.
@@ -92,6 +94,13 @@ def landmark_rows(model, reps: int) -> list[list]:
                            "68 points", reps)
     rows += compare_solvers("fit_dense_landmarks", lambda x, **k: fit_dense_landmarks(model, x, size, **k), dense,
                             "468 points + depth", reps)
+    # fixed angles (the second fit of pose="rigid"/"regressed"): per-image angles, 2D points
+    angles = gt.angles[:8] + 0.05 * torch.randn(8, 3, generator=torch.Generator().manual_seed(3))
+    fixed = [median_ms(lambda i=i, b=b: fit_dense_landmarks(model, dense[i:i + 1, :, :2], size, angles=angles[i:i + 1],
+                                                            backend=b), reps if b == "auto" else max(1, reps // 2))
+             for b in ("auto", "torch") for i in range(8 if b == "auto" else 2)]
+    fast, ref = statistics.median(fixed[:8]), statistics.median(fixed[8:])
+    rows.append(["fit_dense_landmarks", "1 face, 468 points, fixed angles", fast, "ms/face", ref, ref / fast])
     first = subprocess.run([sys.executable, "-c", _FIRST_CALL], capture_output=True, text=True, check=True)
     rows.append(["fit_landmarks", "1 face, first call of a new process (numba cache warm)",
                  float(first.stdout.split()[-1]), "ms", "-", "-"])

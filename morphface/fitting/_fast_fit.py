@@ -23,8 +23,12 @@ Two rewrites make it cheap without changing the math:
 
 Everything else (Jacobian rows, gradients, Cholesky solves with an LU fallback, the accept/reject
 and damping schedule, kornia's Rodrigues/Taylor rotation update) follows the torch code line by
-line. :func:`fast_path_problem` says whether a call qualifies (CPU, no autograd, float32 or integer
-inputs, one weight row for the batch, no fixed identity/rotation, no shared identity).
+line. A fixed rotation (``fit_landmarks(angles=...)``) is handled as in torch: the weak-perspective
+stage keeps the affine camera's scale and translation but solves the shape with the given rotation,
+and the Levenberg-Marquardt steps leave the three rotation unknowns out of the system (torch gives
+them identity rows and a zero gradient, so the others' solution is the same).
+:func:`fast_path_problem` says whether a call qualifies (CPU, no autograd, float32 or integer inputs,
+one weight row for the batch, no fixed identity, no shared identity).
 """
 
 from __future__ import annotations
@@ -123,12 +127,13 @@ def fast_path_problem(landmarks: Tensor, model: MorphableModel, weights, focal, 
     """Why the fused solver cannot run this :func:`~morphface.fitting.fit_landmarks` call (``None``: it can).
 
     ``landmarks``: the ``(B, L, 2)`` tensor the solve works on (on the model's device, float32 unless
-    float64 was given). Per-image weights are checked by the caller."""
+    float64 was given). Per-image weights are checked by the caller; fixed ``angles`` are supported."""
     if camera not in ("perspective", "weak_perspective"):
         return f"camera {camera!r}"
-    if id_coeffs is not None or angles is not None or shared_identity:
-        return "fixed identity, fixed angles or a shared identity (torch solver only)"
-    tensors = [t for t in (landmarks, weights, focal) if isinstance(t, Tensor)]
+    if id_coeffs is not None or shared_identity:
+        return "fixed identity or a shared identity (torch solver only)"
+    # angles join the checks: on the GPU or in the autograd graph they keep the fit in torch
+    tensors = [t for t in (landmarks, weights, focal, angles) if isinstance(t, Tensor)]
     tensors += [model.mean, model.id_basis, model.id_std, model.exp_basis, model.exp_std]
     if any(t.device.type != "cpu" for t in tensors):
         return "a tensor is not on the CPU"
@@ -551,12 +556,13 @@ def _normal_equations(RS, res, qa, qb, mm, w, live, wz, dw, has_depth, persp, R,
 
 @numba.njit(cache=True, fastmath=_FM)
 def _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w, dw, has_depth, persp, f, ppx, ppy,
-                         steps, shape, history):
-    """:func:`landmark_fit._levenberg_marquardt` for one face (``shared = 0``, free rotation).
+                         steps, shape, fixed_rot, history):
+    """:func:`landmark_fit._levenberg_marquardt` for one face (``shared = 0``).
 
-    Updates ``c (K,)``, ``R (3, 3)``, ``cam (3,)`` in place; writes the cost before and after each
-    step into ``history (steps + 1,)``; returns the projected points ``(L, 2)``. ``mr``: the model rows
-    ``(mean, basis, basis32, basis_t, gram, wmean)`` of :class:`LandmarkRows`."""
+    Updates ``c (K,)``, ``R (3, 3)`` (kept as given when ``fixed_rot``), ``cam (3,)`` in place; writes
+    the cost before and after each step into ``history (steps + 1,)``; returns the projected points
+    ``(L, 2)``. ``mr``: the model rows ``(mean, basis, basis32, basis_t, gram, wmean)`` of
+    :class:`LandmarkRows`."""
     rows_mean, basis = mr[0], mr[1]
     L, K = basis.shape[1], basis.shape[2]
     Ks = K if shape else 0
@@ -590,20 +596,24 @@ def _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w
     y = np.empty(3)
     Sn = np.empty((L, 3))
     mp = np.zeros(6)
+    # a fixed rotation: its unknowns (0-2) drop out of the system. torch keeps them with identity rows
+    # and a zero gradient, which decouples them exactly and gives them a zero step.
+    p0 = 3 if fixed_rot else 0
     for t in range(steps):
         if fresh:  # after a rejected trial the point, H and g are the same: only the damping changes
             nf = _normal_equations(RS, res, qa, qb, mm, w, live, wz, dw, has_depth, persp, R, c, reg, n_id, box, mr,
                                    wsum, shape, H, g, idx, Jp, E, F, HG, y, mp)
-        Hd = np.empty((nf, nf))
-        for p in range(nf):
-            for q in range(nf):
-                Hd[p, q] = H[p, q]
-            Hd[p, p] += mu * H[p, p] + 1e-9
-        dr = _solve1(Hd, g[:nf])
+        nd = nf - p0
+        Hd = np.empty((nd, nd))
+        for p in range(nd):
+            for q in range(nd):
+                Hd[p, q] = H[p0 + p, p0 + q]
+            Hd[p, p] += mu * H[p0 + p, p0 + p] + 1e-9
+        dr = _solve1(Hd, g[p0:nf])
         delta = np.zeros(n)
-        for p in range(nf):
-            delta[idx[p]] = -dr[p]
-        Rn = _mat3(_rot_from_axis_angle(delta[:3]), R)
+        for p in range(nd):
+            delta[idx[p0 + p]] = -dr[p]
+        Rn = R.copy() if fixed_rot else _mat3(_rot_from_axis_angle(delta[:3]), R)
         camn = cam + delta[3:6]
         cn = c.copy()
         reg_n = 0.0
@@ -640,9 +650,11 @@ def _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c, R, cam, x, depth, w
 
 
 @numba.njit(cache=True, fastmath=_FM)
-def _weak_perspective_init(x, w, mr, reg, n_id, blendshape, iterations, c, hist_weak):
+def _weak_perspective_init(x, w, mr, reg, n_id, blendshape, iterations, c, hist_weak, Rfix, fixed_rot):
     """The alternation of affine camera and shape solves of :func:`fit_landmarks` for one face: writes
-    ``c (K,)`` and ``hist_weak (iterations,)``, returns the final camera ``s, R, b0, b1``."""
+    ``c (K,)`` and ``hist_weak (iterations,)``, returns the final camera ``s, R, b0, b1``. With
+    ``fixed_rot`` the shape solves use ``Rfix (3, 3)`` instead of the affine camera's rotation (its
+    scale and translation are kept, as in torch); the returned ``R`` is still the affine camera's."""
     rows_mean, basis, _, _, gram, _ = mr
     L, K = basis.shape[1], basis.shape[2]
     n_exp = K - n_id
@@ -656,6 +668,8 @@ def _weak_perspective_init(x, w, mr, reg, n_id, blendshape, iterations, c, hist_
     _shape(rows_mean, basis, c, S)
     for it in range(iterations):
         s, Rw, b0, b1 = _affine_camera(S, x, w)
+        if fixed_rot:
+            Rw = Rfix
         # weak-perspective shape system: rows R[0] B_l and -R[1] B_l (v flipped), targets r
         for a in range(3):
             for bb in range(3):
@@ -704,15 +718,17 @@ def _weak_perspective_init(x, w, mr, reg, n_id, blendshape, iterations, c, hist_
 
 @numba.njit(cache=True)
 def _fit_batch(x, depth, has_depth, mr, w, reg, n_id, blendshape, persp, f, ppx, ppy, dw, iterations, pose_steps,
-               gn_steps, c, R, cam, proj, hist_weak, hist_lm):
+               gn_steps, Rfix, fixed_rot, c, R, cam, proj, hist_weak, hist_lm):
     """The whole :func:`fit_landmarks` solve, face by face, for ``x (B, L, 2)``; writes ``c, R, cam,
-    proj`` and the histories. (A flat call tree: numba re-optimises every caller with its callees, so
-    each extra level or specialisation adds seconds to the first, uncached compilation.)"""
+    proj`` and the histories; ``fixed_rot``: keep the rotations ``Rfix (B, 3, 3)``. (A flat call tree:
+    numba re-optimises every caller with its callees, so each extra level or specialisation adds seconds
+    to the first, uncached compilation.)"""
     wsum = w.sum()
     pose_hist = np.empty(pose_steps + 1)
     for b in range(x.shape[0]):
-        s, Rw, b0, b1 = _weak_perspective_init(x[b], w, mr, reg, n_id, blendshape, iterations, c[b], hist_weak[b])
-        R[b] = Rw
+        s, Rw, b0, b1 = _weak_perspective_init(x[b], w, mr, reg, n_id, blendshape, iterations, c[b], hist_weak[b],
+                                               Rfix[b], fixed_rot)
+        R[b] = Rfix[b] if fixed_rot else Rw
         if persp:  # the model origin at depth f / s
             cam[b, 0], cam[b, 1], cam[b, 2] = (b0 - ppx) / s, -(b1 - ppy) / s, -f[b] / s
         else:
@@ -723,14 +739,14 @@ def _fit_batch(x, depth, has_depth, mr, w, reg, n_id, blendshape, persp, f, ppx,
                 hist = hist_lm[b] if shape else pose_hist
                 pb = _levenberg_marquardt(mr, wsum, reg, n_id, blendshape, c[b], R[b], cam[b], x[b], depth[b], w, dw,
                                           has_depth, persp, f[b], ppx, ppy, gn_steps if shape else pose_steps, shape,
-                                          hist)
+                                          fixed_rot, hist)
                 if shape:
                     proj[b] = pb
 
 
 def fast_fit(rows: LandmarkRows, x: np.ndarray, depth: np.ndarray | None, reg: np.ndarray, blendshape: bool,
              camera: str, focal: np.ndarray | None, image_size: tuple[int, int], depth_weight: float, iterations: int,
-             pose_steps: int, gn_steps: int):
+             pose_steps: int, gn_steps: int, rotation: np.ndarray | None = None):
     """Fit every face of ``x (B, L, 2)`` pixels (float64) with the fused solver.
 
     Args:
@@ -738,6 +754,8 @@ def fast_fit(rows: LandmarkRows, x: np.ndarray, depth: np.ndarray | None, reg: n
         depth: ``(B, L)`` relative depths in pixels, or ``None`` (no depth residuals).
         reg: ``(K,)`` prior weights (mm^2).
         focal: ``(B,)`` pixels (perspective).
+        rotation: ``(B, 3, 3)`` a known rotation per face, kept fixed (``fit_landmarks(angles=...)``), or
+            ``None`` (fitted).
 
     Returns:
         ``c (B, K)``, ``R (B, 3, 3)``, ``cam (B, 3)`` (translation mm, or ``tx, ty, log s``), ``proj
@@ -753,8 +771,13 @@ def fast_fit(rows: LandmarkRows, x: np.ndarray, depth: np.ndarray | None, reg: n
     c, R, cam = np.zeros((B, K)), np.zeros((B, 3, 3)), np.zeros((B, 3))
     proj = np.zeros((B, L, 2))
     hist_weak, hist_lm = np.zeros((B, iterations)), np.zeros((B, gn_steps + 1))
+    fixed_rot = rotation is not None
+    # always an array, so that both cases share one compiled specialisation
+    Rfix = np.zeros((B, 3, 3)) if rotation is None else np.ascontiguousarray(np.broadcast_to(rotation, (B, 3, 3)),
+                                                                             dtype=np.float64)
     mr = (rows.mean, rows.basis, rows.basis32, rows.basis_t, rows.gram, rows.wmean)
     _fit_batch(np.ascontiguousarray(x, dtype=np.float64), depth, has_depth, mr, rows.weights,
                np.ascontiguousarray(reg, dtype=np.float64), rows.n_id, blendshape, persp, f, W / 2.0, H / 2.0,
-               float(depth_weight), iterations, pose_steps, gn_steps, c, R, cam, proj, hist_weak, hist_lm)
+               float(depth_weight), iterations, pose_steps, gn_steps, Rfix, fixed_rot, c, R, cam, proj, hist_weak,
+               hist_lm)
     return c, R, cam, proj, hist_weak, hist_lm

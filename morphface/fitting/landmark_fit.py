@@ -22,9 +22,10 @@ Scale ambiguity: the ICT model's first identity mode is mostly global size, whic
 camera distance (perspective) or scale (weak perspective). The N(0, I) prior resolves it: the size
 mode only moves when the landmarks' proportions demand it, never to absorb overall scale.
 
-Two implementations: the batched torch code below (CUDA, autograd, float64, fixed identity or angles,
-shared identity) and, for everything else on the CPU, the same algorithm fused into one numba call in
-:mod:`._fast_fit` (float64 inside, ~10x faster for one face); ``fit_landmarks(backend=...)`` chooses.
+Two implementations: the batched torch code below (CUDA, autograd, float64, fixed identity, shared
+identity) and, for everything else on the CPU (fixed angles included), the same algorithm fused into
+one numba call in :mod:`._fast_fit` (float64 inside, ~10x faster for one face);
+``fit_landmarks(backend=...)`` chooses.
 """
 
 from __future__ import annotations
@@ -382,8 +383,8 @@ def fit_landmarks(
             translation, scale/camera and shape are fitted.
         backend: ``"auto"`` (default): the fused CPU solver (:mod:`._fast_fit`, the same algorithm in
             one numba call, float64 inside) where the call qualifies (CPU tensors, no autograd,
-            float32/integer landmarks, one weight row for the batch, no ``id_coeffs``/``angles``/
-            ``shared_identity``), else the batched torch solver; ``"torch"``: always torch;
+            float32/integer landmarks, one weight row for the batch, no ``id_coeffs``/
+            ``shared_identity``; fixed ``angles`` are fine), else the batched torch solver; ``"torch"``: always torch;
             ``"numba"``: the fused solver or a ``ValueError`` saying why it cannot run.
 
     Returns:
@@ -419,6 +420,10 @@ def fit_landmarks(
     ids = ids.clamp(min=0)
     n_id = model.n_id if n_id is None else min(n_id, model.n_id)
     n_exp = model.n_exp if n_exp is None else min(n_exp, model.n_exp)
+    if angles is not None:
+        n_rows = torch.as_tensor(angles).reshape(-1, 3).shape[0]
+        if n_rows not in (1, B):
+            raise ValueError(f"angles must have shape (1, 3) or ({B}, 3); got {tuple(torch.as_tensor(angles).shape)}")
     if backend != "torch":
         # x: the landmarks as the solve sees them (on the model's device, float32 unless given as float64)
         why = fast_path_problem(x, model, weights, focal, camera, id_coeffs, shared_identity, angles)
@@ -426,7 +431,7 @@ def fit_landmarks(
             why = "per-image or negative weights"
         if why is None:
             return _fit_fused(model, x, depth, w[0], ids, n_id, n_exp, landmark_sigma, exp_reg, camera, focal,
-                              image_size, depth_weight, iterations, pose_steps, gn_steps, out_dtype)
+                              image_size, depth_weight, iterations, pose_steps, gn_steps, out_dtype, angles)
         if backend == "numba":
             raise ValueError(f"backend='numba' cannot fit this call: {why}")
     fixed = None
@@ -505,8 +510,10 @@ def _euler_np(R: np.ndarray) -> np.ndarray:
 
 def _fit_fused(model: MorphableModel, x: Tensor, depth: Tensor | None, w: Tensor, ids: Tensor, n_id: int, n_exp: int,
                landmark_sigma: float, exp_reg: float, camera: str, focal, image_size: tuple[int, int],
-               depth_weight: float, iterations: int, pose_steps: int, gn_steps: int, out_dtype) -> FitResult:
-    """:func:`fit_landmarks` through the fused solver (``x (B, L, 2)`` px, ``w (L,)`` the shared weights).
+               depth_weight: float, iterations: int, pose_steps: int, gn_steps: int, out_dtype,
+               angles: Tensor | None = None) -> FitResult:
+    """:func:`fit_landmarks` through the fused solver (``x (B, L, 2)`` px, ``w (L,)`` the shared weights,
+    ``angles (B|1, 3)`` radians: a rotation kept fixed, or ``None``).
 
     The results are assembled in numpy and converted once: with ~100 small torch operations this
     part alone took as long as a 68-point solve."""
@@ -522,9 +529,13 @@ def _fit_fused(model: MorphableModel, x: Tensor, depth: Tensor | None, w: Tensor
                                        else torch.as_tensor(focal).double().numpy(), dtype=np.float64).reshape(-1),
                             (B,))
     xn = x.double().numpy()
+    rotation = None
+    if angles is not None:  # in float64 whatever the input's precision (the solver's precision)
+        a64 = torch.as_tensor(angles).detach().to(dtype=torch.float64, device="cpu").reshape(-1, 3)
+        rotation = euler_to_matrix(a64).expand(B, 3, 3).numpy()
     c, R, cam, proj, hist_weak, hist_lm = fast_fit(
         rows, xn, None if depth is None else depth.double().numpy(), reg, model.exp_kind == "blendshape", camera, f,
-        (H, W), depth_weight, iterations, pose_steps, gn_steps)
+        (H, W), depth_weight, iterations, pose_steps, gn_steps, rotation)
     if camera == "weak_perspective":
         trans, foc, pp = cam[:, :2], np.exp(cam[:, 2]), None
     else:

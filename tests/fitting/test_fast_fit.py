@@ -82,12 +82,71 @@ def test_468_points_with_depth_match_the_torch_solver(narrow):
     fused = fit_dense_landmarks(narrow, pts, gt.image_size, backend="numba")
     ref = fit_dense_landmarks(narrow, pts.double(), gt.image_size, backend="torch")
     _assert_same_fit(narrow, fused, ref)
-    # without the depth column (2D points) and with pose="rigid" (its second fit keeps angles: torch)
+    # without the depth column (2D points)
     _assert_same_fit(narrow, fit_dense_landmarks(narrow, pts[..., :2], gt.image_size, backend="numba"),
                      fit_dense_landmarks(narrow, pts[..., :2].double(), gt.image_size, backend="torch"))
-    rigid = fit_dense_landmarks(narrow, pts, gt.image_size, pose="rigid")
-    rigid_ref = fit_dense_landmarks(narrow, pts.double(), gt.image_size, pose="rigid", backend="torch")
-    assert _max_differences(narrow, rigid, rigid_ref)[0] < 1e-3
+
+
+def _perturbed_angles(gt, seed: int) -> torch.Tensor:
+    """``(B, 3)`` radians: the true angles off by ~3 deg per image, so the fixed rotation is not the one
+    a free fit would find."""
+    return gt.angles + 0.05 * torch.randn(gt.angles.shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("camera", ["perspective", "weak_perspective"])
+def test_fixed_angles_68_points_match_the_torch_solver(narrow, camera):
+    gt, pts = _points68(narrow, 3, 23)
+    angles = _perturbed_angles(gt, 24)
+    fused = fit_landmarks(narrow, pts, gt.image_size, camera=camera, angles=angles, backend="numba")
+    ref = fit_landmarks(narrow, pts.double(), gt.image_size, camera=camera, angles=angles.double(), backend="torch")
+    _assert_same_fit(narrow, fused, ref)
+    # the rotation is kept: the output angles are the given ones
+    torch.testing.assert_close(fused.angles.double(), angles.double(), atol=1e-6, rtol=0)
+    # "auto" takes the fused solver; each face alone gives its batch row (the same arithmetic)
+    auto = fit_landmarks(narrow, pts, gt.image_size, camera=camera, angles=angles)
+    assert torch.equal(auto.exp_coeffs, fused.exp_coeffs) and torch.equal(auto.translation, fused.translation)
+    for i in range(3):
+        one = fit_landmarks(narrow, pts[i:i + 1], gt.image_size, camera=camera, angles=angles[i:i + 1])
+        assert torch.equal(one.id_coeffs, fused.id_coeffs[i:i + 1]) and torch.equal(one.angles, fused.angles[i:i + 1])
+    # one row of angles for the whole batch
+    shared = fit_landmarks(narrow, pts, gt.image_size, camera=camera, angles=angles[:1], backend="numba")
+    _assert_same_fit(narrow, shared, fit_landmarks(narrow, pts.double(), gt.image_size, camera=camera,
+                                                   angles=angles[:1].double(), backend="torch"))
+
+
+def test_fixed_angles_468_points_through_rigid_pose(narrow):
+    gt, pts = _points468(narrow, 3, 29)
+    pts2 = pts[..., :2]
+    # the second fit of pose="rigid" keeps the first fit's angles: the same angles into both solvers
+    rigid = fit_dense_landmarks(narrow, pts2, gt.image_size, pose="rigid")
+    first = fit_dense_landmarks(narrow, pts2, gt.image_size, n_id=1, n_exp=0)
+    assert torch.equal(rigid.angles, first.angles)
+    ref = fit_dense_landmarks(narrow, pts2.double(), gt.image_size, angles=first.angles.double(), backend="torch")
+    _assert_same_fit(narrow, rigid, ref)
+    # end to end against torch in float64 (the first fits differ by float32 output rounding)
+    rigid_ref = fit_dense_landmarks(narrow, pts2.double(), gt.image_size, pose="rigid", backend="torch")
+    ang, vert, _, _ = _max_differences(narrow, rigid, rigid_ref)
+    assert ang < 1e-4 and vert < 1e-2, (ang, vert)
+    # per-image angles, batch and single, through the angles keyword (one call, fused)
+    angles = _perturbed_angles(gt, 30)
+    batch = fit_dense_landmarks(narrow, pts2, gt.image_size, angles=angles, backend="numba")
+    _assert_same_fit(narrow, batch, fit_dense_landmarks(narrow, pts2.double(), gt.image_size, angles=angles.double(),
+                                                        backend="torch"))
+    for i in range(3):
+        one = fit_dense_landmarks(narrow, pts2[i:i + 1], gt.image_size, angles=angles[i:i + 1])
+        assert torch.equal(one.exp_coeffs, batch.exp_coeffs[i:i + 1])
+        assert torch.equal(one.translation, batch.translation[i:i + 1])
+
+
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")  # the torch solver's history
+def test_fixed_angles_that_need_torch_stay_on_torch(narrow):
+    gt, pts = _points68(narrow, 2, 31)
+    angles = gt.angles.clone().requires_grad_(True)
+    assert "autograd" in fast_path_problem(pts, narrow, None, None, "perspective", None, False, angles)
+    r = fit_landmarks(narrow, pts, gt.image_size, angles=angles)
+    assert r.translation.requires_grad
+    with pytest.raises(ValueError, match="angles must have shape"):
+        fit_landmarks(narrow, pts, gt.image_size, angles=torch.zeros(3, 3))
 
 
 def test_single_faces_equal_their_batch_rows(narrow):
@@ -126,9 +185,9 @@ def test_calls_the_fused_solver_cannot_take_stay_on_torch(narrow):
     # autograd: a tensor that requires grad keeps the fit in torch (its outputs stay in the graph)
     r = fit_landmarks(narrow, pts.clone().requires_grad_(True), gt.image_size)
     assert r.angles.requires_grad
-    # per-image weights, a fixed identity, fixed angles, a shared identity
+    # per-image weights, a fixed identity, a shared identity
     for kw in (dict(weights=torch.rand(2, 68) + 0.5), dict(id_coeffs=torch.zeros(1, narrow.n_id)),
-               dict(angles=gt.angles), dict(shared_identity=True)):
+               dict(shared_identity=True)):
         auto = fit_landmarks(narrow, pts, gt.image_size, **kw)
         ref = fit_landmarks(narrow, pts, gt.image_size, backend="torch", **kw)
         assert torch.equal(auto.angles, ref.angles), kw
