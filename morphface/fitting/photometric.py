@@ -21,7 +21,9 @@ face must project onto the person. ``d(x)`` is the distance (pixels) from ``x`` 
 person; a Euclidean distance transform, sampled bilinearly, so it has a gradient), so vertices the
 landmark fit put on the background (a profile's nose or far cheek reaching past the real outline,
 where detectors place an average profile) are pulled back and the pose follows. The term is
-one-sided: an outline inside the person (hair, neck) is left to the landmarks.
+one-sided: an outline inside the person (hair, neck) is left to the landmarks. It does not help against
+a bias that keeps the face inside the person: MediaPipe's pull toward a frontal pose (renders of known
+pose, ``bench/photometric_pose.py``: pose error unchanged; ``pose="regressed"`` is what corrects that).
 
 **Stopping and the report.** The loop stops when the pose has settled (rotation and translation moved
 less than ``pose_tol`` over the last ``patience`` steps) and the loss improves by less than ``10 * tol``
@@ -100,7 +102,6 @@ def outside_distance(person: Tensor, level: float = 0.5) -> Tensor:
         if m.any():
             out[i] = distance_transform_edt(~m)
     return torch.from_numpy(out)[:, None].to(person)
-
 
 
 def mesh_edges(faces: Tensor) -> Tensor:
