@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..camera import matrix_to_euler
+from ..errors import ModelFormatError
 
 __all__ = ["PoseRegressorConfig", "PoseRegressor", "pose_features", "ray_rotation", "rotation_from_6d",
            "default_pose_regressor_path", "load_pose_regressor", "save_pose_regressor", "regress_rotation"]
@@ -97,8 +98,8 @@ def ray_rotation(points: Tensor, image_size: tuple[int, int], focal: Tensor | fl
 
     Args:
         points: ``(B, N, 2+)`` pixels.
-        image_size: ``(H, W)``.
-        focal: pixels (default: :func:`~morphface.fitting.result.default_focal`).
+        image_size: ``(H, W)`` (only for the defaults below).
+        focal: pixels, a number or ``(B,)`` (default: :func:`~morphface.fitting.result.default_focal`).
         principal_point: ``(B, 2)`` pixels (default: the image centre).
     """
     from .result import default_focal
@@ -201,12 +202,15 @@ def _load_cached(path: str) -> PoseRegressor:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    with safe_open(path, framework="pt") as f:
-        header = f.metadata() or {}
-    config = PoseRegressorConfig(**json.loads(header.get("config", "{}")))
-    state = load_file(path)
-    net = PoseRegressor(config, canonical=state["canonical"], procrustes_weights=state["procrustes_weights"])
-    net.load_state_dict(state)
+    try:
+        with safe_open(path, framework="pt") as f:
+            header = f.metadata() or {}
+        config = PoseRegressorConfig(**json.loads(header.get("config", "{}")))
+        state = load_file(path)
+        net = PoseRegressor(config, canonical=state["canonical"], procrustes_weights=state["procrustes_weights"])
+        net.load_state_dict(state)
+    except Exception as e:  # noqa: BLE001 - any failure means the file is not one of ours
+        raise ModelFormatError(f"{path}: not a pose-regressor weights file ({type(e).__name__}: {e})") from e
     return net.eval().requires_grad_(False)
 
 
@@ -216,6 +220,7 @@ def load_pose_regressor(path: str | Path | None = None) -> PoseRegressor:
     Raises:
         FileNotFoundError: no weights at ``path`` (train them with
             ``python -m morphface.pipelines.pose_regressor``).
+        ModelFormatError: the file is not a pose regressor's weights.
     """
     path = Path(path) if path is not None else default_pose_regressor_path()
     if not path.is_file():

@@ -117,10 +117,17 @@ def render_detector_set(config: RenderSetConfig, detector=None, progress: bool =
 
 def _apparent_rotation(data: dict[str, torch.Tensor]) -> torch.Tensor:
     """True rotation relative to the ray through the points' centroid, ``(N, 3, 3)``."""
-    R = euler_to_matrix(data["angles"])
-    rays = torch.cat([ray_rotation(data["points"][i:i + 1], (int(s), int(s)))
-                      for i, s in enumerate(data["size"].tolist())])
-    return rays.transpose(1, 2) @ R
+    return _rays(data).transpose(1, 2) @ euler_to_matrix(data["angles"])
+
+
+def _rays(data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``(N, 3, 3)`` ray rotations of square renders of several sizes (each its default focal, centred)."""
+    from ..fitting.result import default_focal
+
+    size = data["size"].to(data["points"].dtype)
+    focal = torch.tensor([default_focal((int(s), int(s))) for s in data["size"].unique().tolist()])
+    focal = focal[torch.searchsorted(data["size"].unique(), data["size"])]
+    return ray_rotation(data["points"], (1, 1), focal=focal, principal_point=torch.stack([size, size], 1) / 2)
 
 
 def _roll(features: torch.Tensor, R: torch.Tensor, g: torch.Generator, max_rad: float
@@ -184,9 +191,7 @@ def evaluate_rotations(pred: torch.Tensor, true: torch.Tensor) -> dict[str, floa
 def _predict(net: PoseRegressor, data: dict[str, torch.Tensor]) -> torch.Tensor:
     with torch.no_grad():
         R_app = net(pose_features(data["points"]))
-    rays = torch.cat([ray_rotation(data["points"][i:i + 1], (int(s), int(s)))
-                      for i, s in enumerate(data["size"].tolist())])
-    return matrix_to_euler(rays @ R_app)
+    return matrix_to_euler(_rays(data) @ R_app)
 
 
 def _dense_fit_angles(data: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from morphface.camera import euler_to_matrix, matrix_to_euler
+from morphface.errors import ModelFormatError
 from morphface.fitting.pose_regressor import (
     PoseRegressor,
     PoseRegressorConfig,
@@ -102,6 +103,10 @@ def test_save_load_roundtrip_and_missing_weights(tmp_path):
     assert torch.equal(net(x), back(x)) and back.config.hidden == 16
     with pytest.raises(FileNotFoundError, match="pose_regressor"):
         load_pose_regressor(tmp_path / "missing.safetensors")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not safetensors")
+    with pytest.raises(ModelFormatError, match="not a pose-regressor weights file"):
+        load_pose_regressor(bad)
 
 
 def test_regressed_pose_needs_depth():
@@ -120,3 +125,24 @@ def test_shipped_weights_load_and_give_rotations():
     pts, R = _canonical_views(4, seed=5)
     pred = regress_rotation(pts, (256, 256), regressor=net)
     assert pred.shape == (4, 3) and bool(torch.isfinite(pred).all())
+
+
+def test_training_command_end_to_end(tmp_path):
+    """``python -m morphface.pipelines.pose_regressor`` on a tiny set: renders through MediaPipe, trains,
+    scores held-out people, writes weights and numbers; a second run reuses the cached renders."""
+    pytest.importorskip("mediapipe", reason="the render set runs MediaPipe")
+    import json
+
+    from morphface.pipelines.pose_regressor import main
+
+    out = tmp_path / "p.safetensors"
+    argv = ["--out", str(out), "--people", "2", "--poses", "3", "--val-people", "1", "--steps", "3",
+            "--hidden", "16", "--no-progress"]
+    assert main(argv) == 0
+    report = json.loads(out.with_name("p.json").read_text())
+    assert report["train_renders"] == 6 and 0 < report["train_detected"] <= 6
+    assert set(report["val_regressor"]) >= {"geodesic_deg", "pitch_slope", "pitch_mae", "yaw_mae"}
+    assert load_pose_regressor(out).config.hidden == 16
+    cached = out.with_name("p.train-renders.pt").stat().st_mtime_ns
+    assert main(argv) == 0
+    assert out.with_name("p.train-renders.pt").stat().st_mtime_ns == cached
